@@ -5,6 +5,7 @@
 //! upgraded sid, a second concurrent GET, or an undecodable body all get 400.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -16,6 +17,17 @@ use super::{error_response, respond, EngineHandler, EngineInner, EngineResponse,
 use crate::timer::lock;
 
 const TEXT: &str = "text/plain; charset=UTF-8";
+
+/// How long a GET during an upgrade waits for the upgrade to complete.
+const UPGRADE_GRACE: Duration = Duration::from_millis(10);
+
+enum Ready {
+    Body(String),
+    /// The upgrade was probed: answer with a noop unless it completes at once.
+    Upgrading,
+    /// The session moved to WebSocket while this GET was held.
+    Upgraded,
+}
 
 impl<H: EngineHandler> EngineInner<H> {
     pub(super) fn polling_handshake(self: &Arc<Self>) -> EngineResponse {
@@ -63,15 +75,28 @@ impl<H: EngineHandler> EngineInner<H> {
         let _guard = PollGuard(&session);
         loop {
             let notified = session.wake.notified();
-            if let Some(body) = self.poll_ready(&session) {
-                return respond(StatusCode::OK, TEXT, body);
+            match self.poll_ready(&session) {
+                Some(Ready::Body(body)) => return respond(StatusCode::OK, TEXT, body),
+                Some(Ready::Upgrading) => return self.poll_during_upgrade(&session).await,
+                Some(Ready::Upgraded) => return error_response(3, "Bad request"),
+                None => notified.await,
             }
-            notified.await;
+        }
+    }
+
+    /// A GET while an upgrade is probed ends with a noop, unless the client's `5`
+    /// (often in the same TCP segment as its `2probe`) completes the upgrade within
+    /// a moment: then polling is over and the GET gets 400, as with Node.js.
+    async fn poll_during_upgrade(&self, session: &SessionRef<H>) -> EngineResponse {
+        tokio::time::sleep(UPGRADE_GRACE).await;
+        match session.transport() {
+            Transport::WebSocket => error_response(3, "Bad request"),
+            Transport::Polling => respond(StatusCode::OK, TEXT, Frame::NOOP),
         }
     }
 
     /// The body of a GET if it can be answered now.
-    fn poll_ready(&self, session: &SessionRef<H>) -> Option<String> {
+    fn poll_ready(&self, session: &SessionRef<H>) -> Option<Ready> {
         let mut inner = lock(&session.inner);
         if let Some(reason) = inner.closed {
             // A client's own close ends its pending GET with a noop; any other close with a close packet.
@@ -84,17 +109,23 @@ impl<H: EngineHandler> EngineInner<H> {
             inner.outbox.clear();
             drop(inner);
             self.forget(session);
-            return Some(body);
+            return Some(Ready::Body(body));
         }
-        if inner.upgrade == Upgrade::Probed {
-            return Some(Frame::NOOP.to_owned());
+        if inner.transport == Transport::WebSocket {
+            return Some(Ready::Upgraded);
+        }
+        // While an upgrade is under way, queued packets wait for the WebSocket.
+        match inner.upgrade {
+            Upgrade::Probed => return Some(Ready::Upgrading),
+            Upgrade::Started => return None,
+            Upgrade::None => {}
         }
         if inner.outbox.is_empty() {
             return None;
         }
         let body = encode_payload(&inner.outbox);
         inner.outbox = Default::default();
-        Some(body)
+        Some(Ready::Body(body))
     }
 
     /// POST: decodes the client's packets and hands them over in order.

@@ -164,6 +164,7 @@ async fn start<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
             Err(e) => {
                 tracing::debug!(sid = %session.sid(), error = %e, "upgrade abandoned");
                 lock(&session.inner).upgrade = Upgrade::None;
+                session.wake.notify_one(); // a held GET may answer again
                 return;
             }
         },
