@@ -33,7 +33,10 @@ struct SuiteHandler;
 
 impl Handler for SuiteHandler {
     fn connected(&self, socket: &Socket, _recovered: bool) {
-        let auth = socket.data::<serde_json::Value>().cloned().unwrap_or_default();
+        let auth = socket
+            .data::<serde_json::Value>()
+            .cloned()
+            .unwrap_or_default();
         let _ = socket.emit("auth", &auth);
     }
 
@@ -41,7 +44,10 @@ impl Handler for SuiteHandler {
         &'a self,
         socket: &'a Socket,
         request: switchboard_socketio::ConnectRequest,
-    ) -> switchboard_socketio::BoxFuture<'a, Result<switchboard_socketio::Connected, switchboard_socketio::ConnectError>> {
+    ) -> switchboard_socketio::BoxFuture<
+        'a,
+        Result<switchboard_socketio::Connected, switchboard_socketio::ConnectError>,
+    > {
         socket.set_data(serde_json::Value::Object(request.auth));
         Box::pin(async { Ok(switchboard_socketio::Connected::Fresh) })
     }

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::engine::{CloseReason, Frame, Message, Session, SessionState, Sid};
-use crate::handler::{AckReply, AckSender, ConnectRequest, Connected, DisconnectReason, Event, RecoveryRequest};
+use crate::handler::{
+    AckReply, AckSender, ConnectRequest, Connected, DisconnectReason, Event, RecoveryRequest,
+};
 use crate::io::IoInner;
 use crate::packet::{encode_connect, encode_connect_error, parse, Packet, PacketType, Payload};
 use crate::socket::Socket;
@@ -75,7 +77,10 @@ pub(crate) async fn on_message(session: &Arc<Session<Client>>, message: Message)
     let complete = match message {
         Message::Text(text) => {
             if lock(&client.partial).is_some() {
-                return invalid(session, "text packet while binary attachments were expected");
+                return invalid(
+                    session,
+                    "text packet while binary attachments were expected",
+                );
             }
             match parse(text.as_str()) {
                 Ok(packet) if packet.attachments > 0 => {
@@ -116,7 +121,9 @@ fn invalid(session: &Session<Client>, why: &str) {
 async fn dispatch(session: &Arc<Session<Client>>, packet: Packet, binary: Vec<Bytes>) {
     let client = session.state();
     match packet.kind {
-        PacketType::Connect => connect(session, packet).await,
+        // Boxed: the CONNECT future is large and rare; inline it would sit in every
+        // connection's task for the connection's whole life.
+        PacketType::Connect => Box::pin(connect(session, packet)).await,
         PacketType::Disconnect => {
             if let Some(socket) = client.socket(&packet.namespace) {
                 client.remove_socket(socket.0.key);
@@ -124,20 +131,29 @@ async fn dispatch(session: &Arc<Session<Client>>, packet: Packet, binary: Vec<By
             }
         }
         PacketType::Event | PacketType::BinaryEvent => {
-            let (Some(socket), Payload::Event(name, args)) = (client.socket(&packet.namespace), packet.payload) else {
+            let (Some(socket), Payload::Event(name, args)) =
+                (client.socket(&packet.namespace), packet.payload)
+            else {
                 return; // an event for a namespace this client is not in: ignored, as by Node.js
             };
             let ack = packet.ack_id.map(|id| AckSender {
                 socket: socket.clone(),
                 id,
             });
-            let event = Event { name, args, binary, ack };
+            let event = Event {
+                name,
+                args,
+                binary,
+                ack,
+            };
             socket.0.namespace.handler().event(&socket, event);
         }
         PacketType::Ack | PacketType::BinaryAck => {
-            if let (Some(socket), Payload::Ack(args), Some(id)) =
-                (client.socket(&packet.namespace), packet.payload, packet.ack_id)
-            {
+            if let (Some(socket), Payload::Ack(args), Some(id)) = (
+                client.socket(&packet.namespace),
+                packet.payload,
+                packet.ack_id,
+            ) {
                 socket.resolve_ack(id, AckReply { args, binary });
             }
         }
@@ -149,7 +165,10 @@ async fn connect(session: &Arc<Session<Client>>, packet: Packet) {
     let client = session.state();
     let io = &client.io;
     let Some(namespace) = io.namespaces.get(&packet.namespace) else {
-        let _ = session.send(Frame::Text(encode_connect_error(&packet.namespace, "Invalid namespace")));
+        let _ = session.send(Frame::Text(encode_connect_error(
+            &packet.namespace,
+            "Invalid namespace",
+        )));
         return;
     };
     if client.socket(&packet.namespace).is_some() {
@@ -159,7 +178,11 @@ async fn connect(session: &Arc<Session<Client>>, packet: Packet) {
         Payload::Connect(auth) => auth.unwrap_or_default(),
         _ => Map::new(),
     };
-    let recovery = if io.config.recovery { take_recovery(&mut auth) } else { None };
+    let recovery = if io.config.recovery {
+        take_recovery(&mut auth)
+    } else {
+        None
+    };
     let requested_pid = recovery.as_ref().and_then(|r| Sid::parse(&r.pid));
 
     let socket = Socket::new(io.next_key(), namespace.clone(), session.clone());
@@ -172,7 +195,10 @@ async fn connect(session: &Arc<Session<Client>>, packet: Packet) {
         Ok(_) => false,
         Err(refusal) => {
             socket.detach(DisconnectReason::ServerDisconnect);
-            let _ = session.send(Frame::Text(encode_connect_error(&packet.namespace, &refusal.message)));
+            let _ = session.send(Frame::Text(encode_connect_error(
+                &packet.namespace,
+                &refusal.message,
+            )));
             return;
         }
     };
@@ -181,7 +207,11 @@ async fn connect(session: &Arc<Session<Client>>, packet: Packet) {
         return;
     }
     if io.config.recovery {
-        socket.set_pid(requested_pid.filter(|_| recovered).unwrap_or_else(Sid::random));
+        socket.set_pid(
+            requested_pid
+                .filter(|_| recovered)
+                .unwrap_or_else(Sid::random),
+        );
     }
     socket.mark_connected();
     namespace.insert_socket(&socket);
@@ -207,7 +237,9 @@ fn take_recovery(auth: &mut Map<String, Value>) -> Option<RecoveryRequest> {
     let pid = auth.shift_remove("pid");
     let offset = auth.shift_remove("offset");
     match (pid, offset) {
-        (Some(Value::String(pid)), Some(Value::String(offset))) => Some(RecoveryRequest { pid, offset }),
+        (Some(Value::String(pid)), Some(Value::String(offset))) => {
+            Some(RecoveryRequest { pid, offset })
+        }
         _ => None,
     }
 }

@@ -23,7 +23,11 @@ pub trait Handler: Send + Sync + 'static {
     /// Decides on a CONNECT. The socket exists (its data can be set, rooms
     /// joined) but is not yet announced to the client; nothing is answered until
     /// this returns. `Err` refuses with a CONNECT_ERROR carrying the message.
-    fn connect<'a>(&'a self, _socket: &'a Socket, _request: ConnectRequest) -> BoxFuture<'a, Result<Connected, ConnectError>> {
+    fn connect<'a>(
+        &'a self,
+        _socket: &'a Socket,
+        _request: ConnectRequest,
+    ) -> BoxFuture<'a, Result<Connected, ConnectError>> {
         Box::pin(async { Ok(Connected::Fresh) })
     }
 
@@ -73,7 +77,9 @@ pub struct ConnectError {
 
 impl ConnectError {
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
+        Self {
+            message: message.into(),
+        }
     }
 }
 

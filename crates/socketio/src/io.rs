@@ -114,7 +114,13 @@ impl SocketIo {
 
     /// A namespace given to the builder.
     pub fn namespace(&self, name: &str) -> Option<Namespace> {
-        self.engine.handler().inner.namespaces.get(name).cloned().map(Namespace)
+        self.engine
+            .handler()
+            .inner
+            .namespaces
+            .get(name)
+            .cloned()
+            .map(Namespace)
     }
 
     pub fn engine_config(&self) -> &EngineConfig {
@@ -136,7 +142,9 @@ impl EngineHandler for IoHandler {
 
     fn on_open(&self, session: &Arc<Session<Client>>) {
         let deadline = Instant::now() + self.inner.config.connect_timeout;
-        self.inner.connect_timer.schedule(deadline, Arc::downgrade(session));
+        self.inner
+            .connect_timer
+            .schedule(deadline, Arc::downgrade(session));
     }
 
     async fn on_message(&self, session: &Arc<Session<Client>>, message: Message) {

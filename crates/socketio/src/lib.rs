@@ -45,8 +45,8 @@ mod timer;
 pub use client::Client;
 pub use engine::{CloseReason, Engine, EngineConfig, Sid, Transport};
 pub use handler::{
-    AckReply, AckSender, BoxFuture, ConnectError, ConnectRequest, Connected, DisconnectReason, Event, Handler,
-    RecoveryRequest,
+    AckReply, AckSender, BoxFuture, ConnectError, ConnectRequest, Connected, DisconnectReason,
+    Event, Handler, RecoveryRequest,
 };
 pub use io::{IoConfig, IoHandler, SocketIo, SocketIoBuilder};
 pub use namespace::{encode_event_frame, Broadcast, Namespace, Room};

@@ -117,7 +117,11 @@ impl Namespace {
 
 /// Encodes an event once, for [`Broadcast::emit_encoded`] or [`Socket::emit_encoded`]
 /// (for example to relay the same frame to many rooms, or from another node).
-pub fn encode_event_frame(namespace: &str, event: &str, args: impl Args) -> Result<Utf8Bytes, EmitError> {
+pub fn encode_event_frame(
+    namespace: &str,
+    event: &str,
+    args: impl Args,
+) -> Result<Utf8Bytes, EmitError> {
     Ok(encode_event(namespace, event, &args, 0, None)?)
 }
 
@@ -149,7 +153,12 @@ impl<'a> Broadcast<'a> {
     }
 
     /// Sends an event with binary attachments (placeholders in `args`).
-    pub fn emit_binary(self, event: &str, args: impl Args, binary: Vec<Bytes>) -> Result<usize, EmitError> {
+    pub fn emit_binary(
+        self,
+        event: &str,
+        args: impl Args,
+        binary: Vec<Bytes>,
+    ) -> Result<usize, EmitError> {
         let text = encode_event(&self.namespace.name, event, &args, binary.len(), None)?;
         Ok(self.send(text, &binary))
     }
@@ -161,7 +170,10 @@ impl<'a> Broadcast<'a> {
 
     fn send(self, text: Utf8Bytes, binary: &[Bytes]) -> usize {
         let count = 1 + binary.len();
-        let frames = || std::iter::once(Frame::Text(text.clone())).chain(binary.iter().cloned().map(Frame::Binary));
+        let frames = || {
+            std::iter::once(Frame::Text(text.clone()))
+                .chain(binary.iter().cloned().map(Frame::Binary))
+        };
         let mut sent = 0;
         let mut overflowed = Vec::new();
         let mut deliver = |socket: &Socket| {
@@ -180,7 +192,9 @@ impl<'a> Broadcast<'a> {
                     members.values().for_each(&mut deliver);
                 }
             }
-            None => read(&self.namespace.sockets).values().for_each(&mut deliver),
+            None => read(&self.namespace.sockets)
+                .values()
+                .for_each(&mut deliver),
         }
         for session in overflowed {
             close_slow_consumer(&session);

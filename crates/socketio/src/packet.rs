@@ -243,7 +243,11 @@ pub fn encode_event(
     attachments: usize,
     ack_id: Option<u64>,
 ) -> serde_json::Result<Utf8Bytes> {
-    let kind = if attachments > 0 { PacketType::BinaryEvent } else { PacketType::Event };
+    let kind = if attachments > 0 {
+        PacketType::BinaryEvent
+    } else {
+        PacketType::Event
+    };
     let mut out = header(kind, attachments, namespace, ack_id);
     out.push(b'[');
     serde_json::to_writer(&mut out, event)?;
@@ -253,8 +257,17 @@ pub fn encode_event(
 }
 
 /// `43id[...]`/`46n-id[...]`.
-pub fn encode_ack(namespace: &str, ack_id: u64, args: &impl Args, attachments: usize) -> serde_json::Result<Utf8Bytes> {
-    let kind = if attachments > 0 { PacketType::BinaryAck } else { PacketType::Ack };
+pub fn encode_ack(
+    namespace: &str,
+    ack_id: u64,
+    args: &impl Args,
+    attachments: usize,
+) -> serde_json::Result<Utf8Bytes> {
+    let kind = if attachments > 0 {
+        PacketType::BinaryAck
+    } else {
+        PacketType::Ack
+    };
     let mut out = header(kind, attachments, namespace, Some(ack_id));
     out.push(b'[');
     let start = out.len();
@@ -294,10 +307,16 @@ mod tests {
     #[test]
     fn parses_connect_to_namespaces() {
         let p = parse("0").unwrap();
-        assert_eq!((p.kind, p.namespace.as_str(), p.payload), (PacketType::Connect, "/", Payload::Connect(None)));
+        assert_eq!(
+            (p.kind, p.namespace.as_str(), p.payload),
+            (PacketType::Connect, "/", Payload::Connect(None))
+        );
         let p = parse(r#"0/custom,{"token":"abc"}"#).unwrap();
         assert_eq!(p.namespace, "/custom");
-        assert_eq!(p.payload, Payload::Connect(json!({"token": "abc"}).as_object().cloned()));
+        assert_eq!(
+            p.payload,
+            Payload::Connect(json!({"token": "abc"}).as_object().cloned())
+        );
         assert_eq!(parse("0/random").unwrap().namespace, "/random");
         assert!(parse("0[1]").is_err());
     }
@@ -306,9 +325,18 @@ mod tests {
     fn parses_events_acks_and_binary_headers() {
         let p = parse(r#"2456["message-with-ack",1,"2",{"3":[false]}]"#).unwrap();
         assert_eq!(p.ack_id, Some(456));
-        assert_eq!(p.payload, Payload::Event("message-with-ack".into(), vec![json!(1), json!("2"), json!({"3": [false]})]));
+        assert_eq!(
+            p.payload,
+            Payload::Event(
+                "message-with-ack".into(),
+                vec![json!(1), json!("2"), json!({"3": [false]})]
+            )
+        );
         let p = parse(r#"52-789["m",{"_placeholder":true,"num":0}]"#).unwrap();
-        assert_eq!((p.kind, p.attachments, p.ack_id), (PacketType::BinaryEvent, 2, Some(789)));
+        assert_eq!(
+            (p.kind, p.attachments, p.ack_id),
+            (PacketType::BinaryEvent, 2, Some(789))
+        );
         let p = parse(r#"3/admin,12["ok"]"#).unwrap();
         assert_eq!((p.namespace.as_str(), p.ack_id), ("/admin", Some(12)));
     }
@@ -316,8 +344,20 @@ mod tests {
     #[test]
     fn refuses_malformed_packets() {
         for bad in [
-            "", "abc", "9", "2{}", "2abc[\"x\"]", "2[]", "2[1]", "3[]", "5[\"x\"]", "5x-[\"x\"]",
-            "5999-[\"x\"]", "4{}", "1{}", "299999999999999999999[\"x\"]",
+            "",
+            "abc",
+            "9",
+            "2{}",
+            "2abc[\"x\"]",
+            "2[]",
+            "2[1]",
+            "3[]",
+            "5[\"x\"]",
+            "5x-[\"x\"]",
+            "5999-[\"x\"]",
+            "4{}",
+            "1{}",
+            "299999999999999999999[\"x\"]",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }
@@ -326,19 +366,43 @@ mod tests {
     #[test]
     fn encodes_compact_packets() {
         let args = vec![json!(1), json!("2"), json!({"3": [true]})];
-        assert_eq!(encode_event("/", "message-back", &args, 0, None).unwrap().as_str(), r#"42["message-back",1,"2",{"3":[true]}]"#);
-        assert_eq!(encode_ack("/", 456, &args, 0).unwrap().as_str(), r#"43456[1,"2",{"3":[true]}]"#);
+        assert_eq!(
+            encode_event("/", "message-back", &args, 0, None)
+                .unwrap()
+                .as_str(),
+            r#"42["message-back",1,"2",{"3":[true]}]"#
+        );
+        assert_eq!(
+            encode_ack("/", 456, &args, 0).unwrap().as_str(),
+            r#"43456[1,"2",{"3":[true]}]"#
+        );
         assert_eq!(encode_ack("/x", 1, &(), 0).unwrap().as_str(), "43/x,1[]");
-        assert_eq!(encode_event("/", "e", &(&json!({"a": 1}), "12"), 0, None).unwrap().as_str(), r#"42["e",{"a":1},"12"]"#);
-        assert_eq!(encode_event("/c", "e", &(), 2, Some(7)).unwrap().as_str(), r#"452-/c,7["e"]"#);
-        assert_eq!(encode_connect_error("/random", "Invalid namespace").as_str(), r#"44/random,{"message":"Invalid namespace"}"#);
+        assert_eq!(
+            encode_event("/", "e", &(&json!({"a": 1}), "12"), 0, None)
+                .unwrap()
+                .as_str(),
+            r#"42["e",{"a":1},"12"]"#
+        );
+        assert_eq!(
+            encode_event("/c", "e", &(), 2, Some(7)).unwrap().as_str(),
+            r#"452-/c,7["e"]"#
+        );
+        assert_eq!(
+            encode_connect_error("/random", "Invalid namespace").as_str(),
+            r#"44/random,{"message":"Invalid namespace"}"#
+        );
         assert_eq!(encode_disconnect("/").as_str(), "41");
     }
 
     #[test]
     fn keeps_object_keys_in_arrival_order() {
         let p = parse(r#"2["e",{"z":1,"a":2}]"#).unwrap();
-        let Payload::Event(_, args) = p.payload else { panic!("not an event") };
-        assert_eq!(encode_event("/", "e", &args, 0, None).unwrap().as_str(), r#"42["e",{"z":1,"a":2}]"#);
+        let Payload::Event(_, args) = p.payload else {
+            panic!("not an event")
+        };
+        assert_eq!(
+            encode_event("/", "e", &args, 0, None).unwrap().as_str(),
+            r#"42["e",{"z":1,"a":2}]"#
+        );
     }
 }

@@ -65,7 +65,11 @@ pub enum AckError {
 }
 
 impl Socket {
-    pub(crate) fn new(key: u64, namespace: Arc<NamespaceInner>, session: Arc<Session<Client>>) -> Self {
+    pub(crate) fn new(
+        key: u64,
+        namespace: Arc<NamespaceInner>,
+        session: Arc<Session<Client>>,
+    ) -> Self {
         Socket(Arc::new(SocketInner {
             key,
             sid: Sid::random(),
@@ -123,7 +127,12 @@ impl Socket {
     }
 
     /// Sends an event with binary attachments (placeholders in `args`).
-    pub fn emit_binary(&self, event: &str, args: impl Args, binary: Vec<Bytes>) -> Result<(), EmitError> {
+    pub fn emit_binary(
+        &self,
+        event: &str,
+        args: impl Args,
+        binary: Vec<Bytes>,
+    ) -> Result<(), EmitError> {
         let text = encode_event(self.namespace_name(), event, &args, binary.len(), None)?;
         self.send_packet(text, binary)
     }
@@ -134,7 +143,12 @@ impl Socket {
     }
 
     /// Sends an event and waits for the client's acknowledgement.
-    pub async fn emit_with_ack(&self, event: &str, args: impl Args, timeout: Duration) -> Result<AckReply, AckError> {
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        args: impl Args,
+        timeout: Duration,
+    ) -> Result<AckReply, AckError> {
         let id = self.0.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.0.acks).insert(id, tx);
@@ -165,7 +179,8 @@ impl Socket {
     /// Queues a packet and its attachments on the connection.
     pub(crate) fn send_packet(&self, text: Utf8Bytes, binary: Vec<Bytes>) -> Result<(), EmitError> {
         let count = 1 + binary.len();
-        let frames = std::iter::once(Frame::Text(text)).chain(binary.into_iter().map(Frame::Binary));
+        let frames =
+            std::iter::once(Frame::Text(text)).chain(binary.into_iter().map(Frame::Binary));
         match self.0.session.send_all(frames, count) {
             Ok(()) => Ok(()),
             Err(SendError::Closed) => Err(EmitError::Closed),
@@ -213,7 +228,10 @@ impl Socket {
 
     /// Ends this socket's membership of the namespace; the connection stays open.
     pub fn disconnect(&self) {
-        let _ = self.0.session.send(Frame::Text(encode_disconnect(self.namespace_name())));
+        let _ = self
+            .0
+            .session
+            .send(Frame::Text(encode_disconnect(self.namespace_name())));
         self.0.session.state().remove_socket(self.0.key);
         self.detach(DisconnectReason::ServerDisconnect);
     }

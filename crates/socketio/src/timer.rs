@@ -45,7 +45,10 @@ impl<T: Send + 'static> FifoTimer<T> {
             .get_or_init(|| tokio::spawn(run(self.shared.clone())).abort_handle());
         let wake = {
             let mut queue = lock(&self.shared.queue);
-            let pos = queue.iter().rposition(|(t, _)| *t <= at).map_or(0, |i| i + 1);
+            let pos = queue
+                .iter()
+                .rposition(|(t, _)| *t <= at)
+                .map_or(0, |i| i + 1);
             queue.insert(pos, (at, item));
             pos == 0
         };

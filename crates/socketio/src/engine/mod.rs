@@ -176,7 +176,9 @@ impl<H: EngineHandler> Engine<H> {
             },
         };
         match (transport, session) {
-            (Transport::Polling, None) if req.method() == Method::GET => self.inner.polling_handshake(),
+            (Transport::Polling, None) if req.method() == Method::GET => {
+                self.inner.polling_handshake()
+            }
             (Transport::Polling, None) => error_response(2, "Bad handshake method"),
             (Transport::Polling, Some(session)) => self.inner.clone().polling(req, session).await,
             (Transport::WebSocket, session) => websocket::accept(self.inner.clone(), req, session),
@@ -193,7 +195,11 @@ impl<H: EngineHandler> EngineInner<H> {
     /// Creates a session, starts its heartbeat and tells the handler.
     fn open(self: &Arc<Self>, transport: Transport) -> SessionRef<H> {
         let state = self.handler.new_state();
-        let session = Arc::new(Session::new(transport, self.config.max_queued_frames, state));
+        let session = Arc::new(Session::new(
+            transport,
+            self.config.max_queued_frames,
+            state,
+        ));
         if transport == Transport::Polling {
             lock(&self.sessions).insert(session.sid(), session.clone());
         }
@@ -225,14 +231,19 @@ impl<H: EngineHandler> EngineInner<H> {
 
     fn forget(&self, session: &Session<H::State>) {
         let mut sessions = lock(&self.sessions);
-        if sessions.get(&session.sid()).is_some_and(|s| std::ptr::eq(&**s, session)) {
+        if sessions
+            .get(&session.sid())
+            .is_some_and(|s| std::ptr::eq(&**s, session))
+        {
             sessions.remove(&session.sid());
         }
     }
 
     /// A ping is due: send it and start waiting for the pong.
     fn ping_due(&self, session: Weak<Session<H::State>>, beat: u32, at: Instant) {
-        let Some(session) = session.upgrade() else { return };
+        let Some(session) = session.upgrade() else {
+            return;
+        };
         let deadline = at + self.config.ping_timeout;
         {
             let mut inner = lock(&session.inner);
@@ -250,12 +261,15 @@ impl<H: EngineHandler> EngineInner<H> {
             self.close(&session, CloseReason::SlowConsumer);
             return;
         }
-        self.pong_timer.schedule(deadline, (Arc::downgrade(&session), beat));
+        self.pong_timer
+            .schedule(deadline, (Arc::downgrade(&session), beat));
     }
 
     /// A pong deadline passed: close the session unless the pong came.
     fn pong_due(&self, session: Weak<Session<H::State>>, beat: u32) {
-        let Some(session) = session.upgrade() else { return };
+        let Some(session) = session.upgrade() else {
+            return;
+        };
         let timed_out = {
             let inner = lock(&session.inner);
             inner.closed.is_some() || (inner.heartbeat == beat && inner.pong_deadline.is_some())
@@ -351,11 +365,17 @@ pub(crate) fn error_response(code: u8, message: &str) -> EngineResponse {
     respond(StatusCode::BAD_REQUEST, "application/json", body)
 }
 
-pub(crate) fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> EngineResponse {
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> EngineResponse {
     let mut res = Response::new(Full::new(body.into()));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     res
 }
 

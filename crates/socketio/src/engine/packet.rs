@@ -160,7 +160,11 @@ impl Frame {
 
 /// Encodes queued frames as one long-polling response body.
 pub fn encode_payload<'a>(frames: impl IntoIterator<Item = &'a Frame> + Clone) -> String {
-    let len: usize = frames.clone().into_iter().map(|f| f.polling_len() + 1).sum();
+    let len: usize = frames
+        .clone()
+        .into_iter()
+        .map(|f| f.polling_len() + 1)
+        .sum();
     let mut body = String::with_capacity(len);
     for (i, frame) in frames.into_iter().enumerate() {
         if i > 0 {
@@ -217,7 +221,10 @@ mod tests {
     #[test]
     fn refuses_bad_polling_payloads() {
         for bad in [&b""[..], b"abc", b"4a\x1e", b"bnot base64!", b"4\xff\xfe"] {
-            assert!(decode_payload(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+            assert!(
+                decode_payload(Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
         }
     }
 

@@ -32,10 +32,18 @@ enum Ready {
 impl<H: EngineHandler> EngineInner<H> {
     pub(super) fn polling_handshake(self: &Arc<Self>) -> EngineResponse {
         let session = self.open(Transport::Polling);
-        respond(StatusCode::OK, TEXT, self.handshake(session.sid(), &["websocket"]))
+        respond(
+            StatusCode::OK,
+            TEXT,
+            self.handshake(session.sid(), &["websocket"]),
+        )
     }
 
-    pub(super) async fn polling<B>(self: Arc<Self>, req: Request<B>, session: SessionRef<H>) -> EngineResponse
+    pub(super) async fn polling<B>(
+        self: Arc<Self>,
+        req: Request<B>,
+        session: SessionRef<H>,
+    ) -> EngineResponse
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -134,7 +142,10 @@ impl<H: EngineHandler> EngineInner<H> {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let body = match Limited::new(req.into_body(), self.config.max_payload).collect().await {
+        let body = match Limited::new(req.into_body(), self.config.max_payload)
+            .collect()
+            .await
+        {
             Ok(body) => body.to_bytes(),
             Err(_) => {
                 self.close(&session, CloseReason::TransportError);

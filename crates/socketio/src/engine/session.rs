@@ -199,7 +199,11 @@ impl<S: SessionState> Session<S> {
     /// Queues `count` frames that must go out together and in order (an event and
     /// its binary attachments). On `Full` the caller closes the session with
     /// [`CloseReason::SlowConsumer`], outside any lock of its own.
-    pub fn send_all(&self, frames: impl Iterator<Item = Frame>, count: usize) -> Result<(), SendError> {
+    pub fn send_all(
+        &self,
+        frames: impl Iterator<Item = Frame>,
+        count: usize,
+    ) -> Result<(), SendError> {
         {
             let mut inner = lock(&self.inner);
             if inner.closed.is_some() {

@@ -45,7 +45,7 @@ pub(super) fn accept<H: EngineHandler, B>(
         }
         return error_response(3, "Bad request");
     };
-    tokio::spawn(async move {
+    let fut = async move {
         match on_upgrade.await {
             Ok(upgraded) => run(engine, upgraded, session).await,
             Err(e) => {
@@ -55,25 +55,30 @@ pub(super) fn accept<H: EngineHandler, B>(
                 }
             }
         }
-    });
+    };
+    tokio::spawn(fut);
     switching_protocols(&key)
 }
 
 /// Completes the WebSocket handshake, then closes the socket with a policy
 /// violation: the sid it named cannot take a WebSocket.
 pub(super) fn refuse<B>(mut req: Request<B>) -> EngineResponse {
-    let (Some(key), Some(on_upgrade)) = (websocket_key(req.headers()), req.extensions_mut().remove::<OnUpgrade>())
-    else {
+    let (Some(key), Some(on_upgrade)) = (
+        websocket_key(req.headers()),
+        req.extensions_mut().remove::<OnUpgrade>(),
+    ) else {
         return error_response(3, "Bad request");
     };
     tokio::spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
-            let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            let mut ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
             let close = CloseFrame {
                 code: CloseCode::Policy,
                 reason: "Session ID unknown".into(),
             };
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(Some(close))).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(Some(close)))
+                .await;
         }
     });
     switching_protocols(&key)
@@ -83,8 +88,14 @@ fn switching_protocols(key: &str) -> EngineResponse {
     let mut res = Response::new(Full::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = res.headers_mut();
-    headers.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
-    headers.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    headers.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
     if let Ok(accept) = header::HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
@@ -112,7 +123,9 @@ fn websocket_key(headers: &HeaderMap) -> Option<String> {
 /// Claims a polling session for an upgrade; a second WebSocket for it is refused.
 fn start_upgrade<S: super::SessionState>(session: &super::Session<S>) -> bool {
     let mut inner = lock(&session.inner);
-    let free = inner.closed.is_none() && inner.transport == Transport::Polling && inner.upgrade == Upgrade::None;
+    let free = inner.closed.is_none()
+        && inner.transport == Transport::Polling
+        && inner.upgrade == Upgrade::None;
     if free {
         inner.upgrade = Upgrade::Started;
     }
@@ -130,25 +143,34 @@ async fn run<H: EngineHandler>(
         .max_message_size(Some(engine.config.max_payload))
         .max_frame_size(Some(engine.config.max_payload));
     // Unwrap hyper's boxed connection back into the plain TCP stream when we can:
-    // it drops a layer of indirection and a buffer per connection.
+    // it drops a layer of indirection and a buffer per connection. The connection
+    // then gets a task of its own, sized for the session alone, while this one
+    // (and what the upgrade needed) ends.
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) if parts.read_buf.is_empty() => {
-            let ws = WebSocketStream::from_raw_socket(parts.io.into_inner(), Role::Server, Some(config)).await;
-            start(engine, ws, session).await
+            let ws =
+                WebSocketStream::from_raw_socket(parts.io.into_inner(), Role::Server, Some(config))
+                    .await;
+            tokio::spawn(start(engine, ws, session));
         }
         Ok(parts) => {
+            let buffered = parts.read_buf.to_vec();
             let ws = WebSocketStream::from_partially_read(
                 parts.io.into_inner(),
-                parts.read_buf.to_vec(),
+                buffered,
+                Role::Server,
+                Some(config),
+            );
+            tokio::spawn(start(engine, ws.await, session));
+        }
+        Err(upgraded) => {
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
                 Role::Server,
                 Some(config),
             )
             .await;
-            start(engine, ws, session).await
-        }
-        Err(upgraded) => {
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-            start(engine, ws, session).await
+            tokio::spawn(start(engine, ws, session));
         }
     }
 }
@@ -159,7 +181,7 @@ async fn start<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
     session: Option<SessionRef<H>>,
 ) {
     let session = match session {
-        Some(session) => match probe(&engine, &mut ws, &session).await {
+        Some(session) => match Box::pin(probe(&engine, &mut ws, &session)).await {
             Ok(()) => session,
             Err(e) => {
                 tracing::debug!(sid = %session.sid(), error = %e, "upgrade abandoned");
@@ -171,7 +193,10 @@ async fn start<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
         None => {
             let session = engine.open(Transport::WebSocket);
             let open = engine.handshake(session.sid(), &[]);
-            if ws.send(WsMessage::Text(open.into())).await.is_err() {
+            if Box::pin(ws.send(WsMessage::Text(open.into())))
+                .await
+                .is_err()
+            {
                 engine.close(&session, CloseReason::TransportClose);
                 return;
             }
@@ -179,7 +204,11 @@ async fn start<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
         }
     };
     drive(&engine, &mut ws, &session).await;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(None)).await;
+    let _ = Box::pin(tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        ws.close(None),
+    ))
+    .await;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +242,9 @@ async fn probe<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
                     lock(&session.inner).upgrade = Upgrade::Probed;
                     session.wake.notify_one(); // a held GET now answers with a noop
                 }
-                Ok(Packet::Upgrade) if lock(&session.inner).upgrade == Upgrade::Probed => return Ok(()),
+                Ok(Packet::Upgrade) if lock(&session.inner).upgrade == Upgrade::Probed => {
+                    return Ok(())
+                }
                 _ => return Err(UpgradeError::Unexpected),
             }
         }
@@ -259,7 +290,9 @@ async fn drive<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
         let notified = session.wake.notified();
         tokio::select! {
             incoming = ws.next() => {
-                if !on_frame(engine, session, incoming).await {
+                // Boxed: handling a frame needs far more room than waiting for one, and
+                // an idle connection's task should only be as large as the waiting.
+                if !Box::pin(on_frame(engine, session, incoming)).await {
                     return;
                 }
             }
