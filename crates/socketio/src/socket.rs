@@ -245,16 +245,16 @@ impl Socket {
         self.0.state.store(CONNECTED, Ordering::Release);
     }
 
-    /// Leaves every room and the namespace, fails pending acks, tells the handler.
+    /// Leaves the namespace, fails pending acks, tells the handler, leaves every room.
     pub(crate) fn detach(&self, reason: DisconnectReason) {
         let was = self.0.state.swap(GONE, Ordering::AcqRel);
-        self.leave_all();
-        if was != CONNECTED {
-            return;
+        if was == CONNECTED {
+            self.0.namespace.remove_socket(self.0.key);
+            lock(&self.0.acks).clear();
+            // Before leaving the rooms: the handler may keep them for recovery.
+            self.0.namespace.handler().disconnect(self, reason);
         }
-        self.0.namespace.remove_socket(self.0.key);
-        lock(&self.0.acks).clear();
-        self.0.namespace.handler().disconnect(self, reason);
+        self.leave_all();
     }
 
     fn leave_all(&self) {

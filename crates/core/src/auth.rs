@@ -1,0 +1,177 @@
+//! Who a user is: JSON Web Tokens (HS256 with the configured secret, RS256 with
+//! an optional public key), their claims, and minting tokens for the CLI and
+//! dev mode. Access to a workspace also depends on memberships in the Store;
+//! that check is in `chat.rs`'s callers, not here.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// The claims Switchboard reads from a user token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspaces: Option<Vec<String>>,
+}
+
+/// An authenticated user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub name: Option<String>,
+    /// Workspaces the token itself grants.
+    pub workspaces: Vec<String>,
+}
+
+impl User {
+    pub fn token_grants(&self, workspace: &str) -> bool {
+        self.workspaces.iter().any(|w| w == workspace)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid token: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("token algorithm not accepted")]
+    Algorithm,
+    #[error("token subject missing or too long")]
+    Subject,
+    #[error("bad RS256 public key: {0}")]
+    PublicKey(jsonwebtoken::errors::Error),
+}
+
+/// Longest user id accepted in `sub`.
+pub const MAX_USER_ID: usize = 128;
+
+/// Verifies user tokens and mints them.
+#[derive(Clone)]
+pub struct Authenticator {
+    secret: Vec<u8>,
+    hs256: DecodingKey,
+    rs256: Option<DecodingKey>,
+}
+
+impl Authenticator {
+    /// HS256 with `secret`; RS256 too when a PEM public key is given.
+    pub fn new(secret: &[u8], rs256_public_pem: Option<&[u8]>) -> Result<Self, AuthError> {
+        let rs256 = rs256_public_pem
+            .map(DecodingKey::from_rsa_pem)
+            .transpose()
+            .map_err(AuthError::PublicKey)?;
+        Ok(Self {
+            secret: secret.to_vec(),
+            hs256: DecodingKey::from_secret(secret)?,
+            rs256,
+        })
+    }
+
+    /// Checks signature, algorithm, `exp` (no leeway) and `sub`.
+    pub fn verify(&self, token: &str) -> Result<User, AuthError> {
+        let header = jsonwebtoken::decode_header(token)?;
+        let key = match header.alg {
+            Algorithm::HS256 => &self.hs256,
+            Algorithm::RS256 => self.rs256.as_ref().ok_or(AuthError::Algorithm)?,
+            _ => return Err(AuthError::Algorithm),
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)?.claims;
+        if claims.sub.is_empty() || claims.sub.chars().count() > MAX_USER_ID {
+            return Err(AuthError::Subject);
+        }
+        Ok(User {
+            id: claims.sub,
+            name: claims.name,
+            workspaces: claims.workspaces.unwrap_or_default(),
+        })
+    }
+
+    /// Mints an HS256 token valid for `ttl_secs`.
+    pub fn mint(
+        &self,
+        sub: &str,
+        name: Option<&str>,
+        workspaces: &[String],
+        ttl_secs: u64,
+    ) -> Result<String, AuthError> {
+        let now = crate::time::now_millis() as u64 / 1000;
+        let claims = Claims {
+            sub: sub.to_owned(),
+            exp: now + ttl_secs,
+            name: name.map(str::to_owned),
+            workspaces: (!workspaces.is_empty()).then(|| workspaces.to_vec()),
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&self.secret)?,
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Authenticator {
+        Authenticator::new(b"test-secret", None).unwrap()
+    }
+
+    #[test]
+    fn accepts_a_token_it_minted() {
+        let token = auth()
+            .mint("alice", Some("Alice"), &["w1".into()], 60)
+            .unwrap();
+        let user = auth().verify(&token).unwrap();
+        assert_eq!(user.id, "alice");
+        assert_eq!(user.name.as_deref(), Some("Alice"));
+        assert!(user.token_grants("w1") && !user.token_grants("w2"));
+    }
+
+    #[test]
+    fn refuses_forged_expired_and_unsigned_tokens() {
+        let other = Authenticator::new(b"other-secret", None).unwrap();
+        assert!(auth()
+            .verify(&other.mint("alice", None, &[], 60).unwrap())
+            .is_err());
+
+        let expired = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &Claims {
+                sub: "alice".into(),
+                exp: 1,
+                name: None,
+                workspaces: None,
+            },
+            &EncodingKey::from_secret(b"test-secret").unwrap(),
+        )
+        .unwrap();
+        assert!(auth().verify(&expired).is_err());
+
+        // alg: none, with a valid payload and no signature.
+        let payload = "eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OX0";
+        assert!(auth()
+            .verify(&format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}."))
+            .is_err());
+        assert!(auth().verify("not a token").is_err());
+        assert!(auth().verify("").is_err());
+    }
+
+    #[test]
+    fn refuses_tokens_without_a_subject() {
+        let no_sub = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({ "exp": 9_999_999_999u64 }),
+            &EncodingKey::from_secret(b"test-secret").unwrap(),
+        )
+        .unwrap();
+        assert!(auth().verify(&no_sub).is_err());
+        let empty = auth().mint("", None, &[], 60).unwrap();
+        assert!(auth().verify(&empty).is_err());
+    }
+}

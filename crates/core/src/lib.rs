@@ -1,0 +1,18 @@
+//! Switchboard's domain core: what a user is and may access, what a chat
+//! message is and when it is valid, the error codes of the wire contract, and
+//! the ports through which the core reaches the outside world.
+//!
+//! No transport and no database lives here. Transports (Socket.IO, HTTP) are in
+//! the `switchboard` server crate; the adapters behind the ports are in
+//! `switchboard-store` (SQLite, PostgreSQL) and `switchboard-broker` (in-process).
+
+pub mod auth;
+pub mod chat;
+pub mod error;
+pub mod ports;
+pub mod time;
+
+pub use auth::{Authenticator, Claims, User};
+pub use chat::{Message, MessageLimits, NewMessage, Window};
+pub use error::{Error, ErrorCode};
+pub use ports::{Broker, BrokerError, Delivery, RecoverySession, Store, StoreError};

@@ -1,0 +1,234 @@
+//! The scale-out store: PostgreSQL, shared by every node.
+//!
+//! Message ids come from one `BIGSERIAL` sequence, so they increase across all
+//! workspaces. Migrations run under an advisory lock, so nodes starting
+//! together do not race on them.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use switchboard_core::{Message, NewMessage, RecoverySession, Store, StoreError, Window};
+
+use crate::migrate::{self, Migration};
+use crate::store_error;
+
+const MIGRATIONS: &[Migration] = &[(
+    1,
+    "CREATE TABLE messages (
+        id BIGSERIAL PRIMARY KEY,
+        workspace_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        content TEXT NOT NULL,
+        client_msg_id TEXT,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX messages_by_workspace ON messages (workspace_id, id);
+    CREATE TABLE memberships (
+        user_id TEXT NOT NULL,
+        workspace_id TEXT NOT NULL,
+        PRIMARY KEY (user_id, workspace_id)
+    );
+    CREATE TABLE recovery_sessions (
+        pid TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        workspaces TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX recovery_sessions_by_expiry ON recovery_sessions (expires_at);",
+)];
+
+/// Key of the advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x5357_4254_4348; // "SWBTCH"
+
+const MESSAGE_COLUMNS: &str = "id, workspace_id, user_id, content, client_msg_id, created_at";
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(store_error)?;
+        let mut lock = pool.acquire().await.map_err(store_error)?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *lock)
+            .await
+            .map_err(store_error)?;
+        let migrated = migrate::apply(&pool, MIGRATIONS).await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *lock)
+            .await
+            .map_err(store_error)?;
+        migrated?;
+        Ok(Self { pool })
+    }
+}
+
+fn message(row: &PgRow) -> Result<Message, sqlx::Error> {
+    Ok(Message {
+        id: row.try_get(0)?,
+        workspace_id: row.try_get(1)?,
+        user_id: row.try_get(2)?,
+        content: row.try_get(3)?,
+        client_msg_id: row.try_get(4)?,
+        created_at: row.try_get(5)?,
+    })
+}
+
+fn messages(rows: Vec<PgRow>) -> Result<Vec<Message>, StoreError> {
+    rows.iter()
+        .map(message)
+        .collect::<Result<_, _>>()
+        .map_err(store_error)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<Message>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let mut stored = Vec::with_capacity(batch.len());
+        for m in batch {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO messages (workspace_id, user_id, content, client_msg_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(&m.workspace_id)
+            .bind(&m.user_id)
+            .bind(&m.content)
+            .bind(&m.client_msg_id)
+            .bind(m.created_at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            stored.push(crate::stored(id, m));
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(stored)
+    }
+
+    async fn messages(&self, workspace: &str, window: Window) -> Result<Vec<Message>, StoreError> {
+        let order = if window.from_newest() { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE workspace_id = $1 AND id > $2 AND id < $3 ORDER BY id {order} LIMIT $4"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(workspace)
+            .bind(window.after.unwrap_or(0))
+            .bind(window.before.unwrap_or(i64::MAX))
+            .bind(i64::from(window.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let mut found = messages(rows)?;
+        if window.from_newest() {
+            found.reverse();
+        }
+        Ok(found)
+    }
+
+    async fn messages_since(
+        &self,
+        workspaces: &[String],
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE workspace_id = ANY($1) AND id > $2 ORDER BY id LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(workspaces)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        messages(rows)
+    }
+
+    async fn is_member(&self, user: &str, workspace: &str) -> Result<bool, StoreError> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM memberships WHERE user_id = $1 AND workspace_id = $2",
+        )
+        .bind(user)
+        .bind(workspace)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(found.is_some())
+    }
+
+    async fn add_member(&self, user: &str, workspace: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO memberships (user_id, workspace_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(user)
+            .bind(workspace)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn remove_member(&self, user: &str, workspace: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM memberships WHERE user_id = $1 AND workspace_id = $2")
+            .bind(user)
+            .bind(workspace)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn save_recovery(&self, pid: &str, session: &RecoverySession) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query("DELETE FROM recovery_sessions WHERE expires_at < $1")
+            .bind(switchboard_core::time::now_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        sqlx::query(
+            "INSERT INTO recovery_sessions (pid, user_id, workspaces, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (pid) DO UPDATE SET user_id = excluded.user_id,
+                workspaces = excluded.workspaces, expires_at = excluded.expires_at",
+        )
+        .bind(pid)
+        .bind(&session.user_id)
+        .bind(crate::encode_workspaces(&session.workspaces))
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn take_recovery(
+        &self,
+        pid: &str,
+        now: i64,
+    ) -> Result<Option<RecoverySession>, StoreError> {
+        let row: Option<(String, String, i64)> =
+            sqlx::query_as("DELETE FROM recovery_sessions WHERE pid = $1 RETURNING user_id, workspaces, expires_at")
+                .bind(pid)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+        Ok(crate::live_session(row, now))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+}

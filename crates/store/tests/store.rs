@@ -1,0 +1,225 @@
+//! One test suite for every Store adapter: SQLite (a fresh file per test) and
+//! PostgreSQL (a fresh database per test on the server named by
+//! `SWITCHBOARD_TEST_POSTGRES`, default `postgres://root@127.0.0.1:5432/test`).
+//!
+//! With `CI=true` an unreachable PostgreSQL fails the run; elsewhere those tests
+//! print that they were skipped.
+
+use std::sync::Arc;
+
+use switchboard_core::{NewMessage, RecoverySession, Store, Window};
+
+fn new_message(workspace: &str, content: &str) -> NewMessage {
+    NewMessage {
+        workspace_id: workspace.into(),
+        user_id: "alice".into(),
+        content: content.into(),
+        client_msg_id: Some(format!("c-{content}")),
+        created_at: 1_795_882_445_123,
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
+async fn sqlite() -> Arc<dyn Store> {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("switchboard_store_test")));
+    switchboard_store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open sqlite store")
+}
+
+/// A store on a database of its own, or None (skipped) when PostgreSQL is
+/// unreachable outside CI.
+async fn postgres() -> Option<Arc<dyn Store>> {
+    use sqlx::Connection;
+    let admin_url = std::env::var("SWITCHBOARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("PostgreSQL unreachable in CI: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: PostgreSQL unreachable at {admin_url}: {e}");
+            return None;
+        }
+    };
+    drop_stale_databases(&mut admin).await;
+    let db = unique("sb_test");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(b, _)| b);
+    Some(
+        switchboard_store::connect(&format!("{base}/{db}"))
+            .await
+            .expect("open postgres store"),
+    )
+}
+
+/// Drops the databases of earlier test processes (their names carry their pid).
+async fn drop_stale_databases(admin: &mut sqlx::PgConnection) {
+    let mine = format!("sb_test_{}_", std::process::id());
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sb\\_test\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    for name in names.iter().filter(|n| !n.starts_with(&mine)) {
+        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *admin)
+            .await;
+    }
+}
+
+macro_rules! for_each_store {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_store {
+            $(#[tokio::test] async fn $name() { super::$name(super::sqlite().await).await })*
+        }
+        mod postgres_store {
+            $(#[tokio::test] async fn $name() {
+                if let Some(store) = super::postgres().await { super::$name(store).await }
+            })*
+        }
+    };
+}
+
+for_each_store!(
+    ids_increase_across_workspaces,
+    windows_follow_the_contract,
+    replay_spans_workspaces_in_id_order,
+    memberships_are_idempotent,
+    recovery_sessions_are_taken_once_and_expire,
+    ping_answers,
+);
+
+async fn ids_increase_across_workspaces(store: Arc<dyn Store>) {
+    let first = store
+        .insert_messages(&[new_message("w1", "a"), new_message("w2", "b")])
+        .await
+        .unwrap();
+    let second = store
+        .insert_messages(&[new_message("w1", "c")])
+        .await
+        .unwrap();
+    let ids: Vec<i64> = first.iter().chain(&second).map(|m| m.id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids {ids:?} must increase"
+    );
+    assert_eq!(first[0].content, "a");
+    assert_eq!(first[0].client_msg_id.as_deref(), Some("c-a"));
+    assert_eq!(first[0].created_at, 1_795_882_445_123);
+    let read = store
+        .messages("w1", Window::new(None, None, None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read, vec![first[0].clone(), second[0].clone()]);
+}
+
+async fn windows_follow_the_contract(store: Arc<dyn Store>) {
+    let batch: Vec<NewMessage> = (0..10).map(|i| new_message("w", &i.to_string())).collect();
+    let ids: Vec<i64> = store
+        .insert_messages(&batch)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    let get = |before, after, limit| {
+        let store = store.clone();
+        async move {
+            let window = Window::new(before, after, limit).unwrap();
+            store
+                .messages("w", window)
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(get(None, None, Some(3)).await, ids[7..10]);
+    assert_eq!(get(Some(ids[5]), None, Some(2)).await, ids[3..5]);
+    assert_eq!(get(None, Some(ids[5]), Some(2)).await, ids[6..8]);
+    assert_eq!(get(Some(ids[8]), Some(ids[2]), None).await, ids[3..8]);
+    assert_eq!(get(None, None, None).await, ids);
+    assert!(get(None, None, None).await.len() <= 50);
+    assert!(store
+        .messages("other", Window::new(None, None, None).unwrap())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn replay_spans_workspaces_in_id_order(store: Arc<dyn Store>) {
+    let stored = store
+        .insert_messages(&[
+            new_message("a", "1"),
+            new_message("b", "2"),
+            new_message("c", "3"),
+            new_message("a", "4"),
+        ])
+        .await
+        .unwrap();
+    let since = store
+        .messages_since(&["a".into(), "b".into()], stored[0].id, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        since.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+        ["2", "4"]
+    );
+    let limited = store
+        .messages_since(&["a".into(), "b".into()], 0, 1)
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 1);
+    assert!(store.messages_since(&[], 0, 10).await.unwrap().is_empty());
+}
+
+async fn memberships_are_idempotent(store: Arc<dyn Store>) {
+    assert!(!store.is_member("bob", "w").await.unwrap());
+    store.add_member("bob", "w").await.unwrap();
+    store.add_member("bob", "w").await.unwrap();
+    assert!(store.is_member("bob", "w").await.unwrap());
+    assert!(!store.is_member("bob", "other").await.unwrap());
+    store.remove_member("bob", "w").await.unwrap();
+    store.remove_member("bob", "w").await.unwrap();
+    assert!(!store.is_member("bob", "w").await.unwrap());
+}
+
+async fn recovery_sessions_are_taken_once_and_expire(store: Arc<dyn Store>) {
+    let now = switchboard_core::time::now_millis();
+    let session = RecoverySession {
+        user_id: "alice".into(),
+        workspaces: vec!["w1".into(), "w \"2\"".into()],
+        expires_at: now + 60_000,
+    };
+    store.save_recovery("pid-1", &session).await.unwrap();
+    assert_eq!(
+        store.take_recovery("pid-1", now).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(store.take_recovery("pid-1", now).await.unwrap(), None);
+    store.save_recovery("pid-2", &session).await.unwrap();
+    assert_eq!(
+        store.take_recovery("pid-2", now + 120_000).await.unwrap(),
+        None
+    );
+    assert_eq!(store.take_recovery("unknown", now).await.unwrap(), None);
+}
+
+async fn ping_answers(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+}
