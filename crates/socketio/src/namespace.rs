@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::engine::{Frame, SendError};
+use crate::engine::{Frame, SendError, Sid};
 use crate::handler::Handler;
 use crate::packet::{encode_event, Args};
 use crate::socket::{close_slow_consumer, EmitError, Socket};
@@ -130,6 +130,7 @@ pub struct Broadcast<'a> {
     namespace: &'a NamespaceInner,
     room: Option<&'a str>,
     except: Option<u64>,
+    except_id: Option<Sid>,
 }
 
 impl<'a> Broadcast<'a> {
@@ -138,12 +139,19 @@ impl<'a> Broadcast<'a> {
             namespace,
             room,
             except: None,
+            except_id: None,
         }
     }
 
     /// Leaves `socket` out.
     pub fn except(mut self, socket: &Socket) -> Self {
         self.except = Some(socket.0.key);
+        self
+    }
+
+    /// Leaves out the socket with this id (for example one named by another node).
+    pub fn except_id(mut self, id: Sid) -> Self {
+        self.except_id = Some(id);
         self
     }
 
@@ -177,7 +185,9 @@ impl<'a> Broadcast<'a> {
         let mut sent = 0;
         let mut overflowed = Vec::new();
         let mut deliver = |socket: &Socket| {
-            if Some(socket.0.key) == self.except {
+            if Some(socket.0.key) == self.except
+                || self.except_id.is_some_and(|id| socket.id() == id)
+            {
                 return;
             }
             match socket.0.session.send_all(frames(), count) {

@@ -142,6 +142,13 @@ impl Socket {
         self.send_packet(frame.clone(), Vec::new())
     }
 
+    /// Frames queued for this connection and not yet written, and how many it may hold
+    /// before it is closed as a slow consumer: a sender of much data (a replay) can
+    /// wait for room instead of overflowing the queue.
+    pub fn queued_frames(&self) -> (usize, usize) {
+        self.0.session.queued()
+    }
+
     /// Sends an event and waits for the client's acknowledgement.
     pub async fn emit_with_ack(
         &self,

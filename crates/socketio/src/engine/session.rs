@@ -234,6 +234,11 @@ impl<S: SessionState> Session<S> {
         true
     }
 
+    /// Frames queued now, and the most that may be queued.
+    pub fn queued(&self) -> (usize, usize) {
+        (lock(&self.inner).outbox.len(), self.max_queue)
+    }
+
     /// Takes the next queued frame, for the WebSocket driver.
     pub(crate) fn pop(&self) -> Option<Frame> {
         let mut inner = lock(&self.inner);

@@ -1,0 +1,169 @@
+//! Wiring: builds the store, broker, authenticator, Socket.IO server and HTTP
+//! router from the settings, and runs them until a shutdown signal.
+
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use switchboard_broker::MemoryBroker;
+use switchboard_core::{Authenticator, Broker, Delivery, MessageLimits, Store};
+use switchboard_socketio::{EngineConfig, IoConfig, Namespace, SocketIo};
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::realtime::{self, fanout, Sequencers};
+
+/// Shared state of one server process.
+pub struct App {
+    pub settings: Settings,
+    pub auth: Authenticator,
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    pub limits: MessageLimits,
+    pub sequencers: Sequencers,
+    pub metrics: PrometheusHandle,
+}
+
+impl App {
+    /// Whether a user may access a workspace: by token claim or by membership.
+    pub async fn may_access(
+        &self,
+        user: &switchboard_core::User,
+        workspace: &str,
+    ) -> Result<bool, switchboard_core::Error> {
+        if user.token_grants(workspace) {
+            return Ok(true);
+        }
+        Ok(self.store.is_member(&user.id, workspace).await?)
+    }
+}
+
+/// Random URL-safe text, for dev secrets and keys.
+fn random_text() -> String {
+    let mut raw = [0u8; 24];
+    if getrandom::fill(&mut raw).is_err() {
+        raw = [7; 24];
+    }
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App>, SocketIo)> {
+    if dev {
+        settings.jwt_secret.get_or_insert_with(random_text);
+        settings.api_key.get_or_insert_with(random_text);
+    }
+    let secret = settings
+        .jwt_secret
+        .clone()
+        .context("no JWT secret: set SWITCHBOARD_JWT_SECRET (or run `switchboard serve --dev`)")?;
+    let public_key = match &settings.jwt_public_key_file {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let auth = Authenticator::new(secret.as_bytes(), public_key.as_deref())?;
+    if settings.api_key.is_none() {
+        tracing::warn!("no API key set: the server-to-server endpoints will refuse every call");
+    }
+    let store = switchboard_store::connect(&settings.database_url)
+        .await
+        .with_context(|| format!("opening the store at {}", settings.database_url))?;
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+
+    let namespace: Arc<OnceLock<Namespace>> = Arc::default();
+    let deliver_to = namespace.clone();
+    let broker: Arc<dyn Broker> =
+        Arc::new(MemoryBroker::new(Arc::new(move |delivery: Delivery| {
+            if let Some(ns) = deliver_to.get() {
+                fanout::deliver(ns, &delivery);
+            }
+        })));
+
+    let app = Arc::new(App {
+        limits: MessageLimits {
+            max_chars: settings.max_message_chars,
+        },
+        sequencers: Sequencers::default(),
+        auth,
+        store,
+        broker,
+        metrics,
+        settings,
+    });
+    let io = SocketIo::builder()
+        .engine_config(EngineConfig {
+            ping_interval: app.settings.ping_interval,
+            ping_timeout: app.settings.ping_timeout,
+            max_payload: app.settings.max_payload,
+            ..EngineConfig::default()
+        })
+        .io_config(IoConfig {
+            recovery: true,
+            ..IoConfig::default()
+        })
+        .namespace("/", realtime::Realtime::new(app.clone()))
+        .build();
+    let main_namespace = io.namespace("/").context("main namespace missing")?;
+    let _ = namespace.set(main_namespace);
+    Ok((app, io))
+}
+
+pub async fn serve(settings: Settings, dev: bool) -> anyhow::Result<()> {
+    let (app, io) = build(settings, dev).await?;
+    if dev {
+        print_dev_banner(&app)?;
+    }
+    let router = crate::http::router(app.clone(), &io);
+    let listener = TcpListener::bind(&app.settings.bind)
+        .await
+        .with_context(|| format!("binding {}", app.settings.bind))?;
+    tracing::info!(addr = %listener.local_addr()?, store = %app.settings.database_url, "switchboard listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+fn print_dev_banner(app: &App) -> anyhow::Result<()> {
+    println!("switchboard dev mode: http://{}", app.settings.bind);
+    println!("API key: {}", app.settings.api_key.as_deref().unwrap_or(""));
+    for user in ["alice", "bob", "carol"] {
+        let token = app.auth.mint(
+            user,
+            Some(&capitalise(user)),
+            &["demo".to_owned()],
+            24 * 3600,
+        )?;
+        println!("token for {user} (workspace demo): {token}");
+    }
+    Ok(())
+}
+
+fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,133 @@
+//! The REST endpoints of chat: message history for users, memberships and
+//! room publishing for the application's backend (API key).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchboard_core::chat::check_id;
+use switchboard_core::{Error, Window};
+use switchboard_socketio::encode_event_frame;
+
+use super::{ApiError, ApiJson, ApiKeyAuth, UserAuth};
+use crate::app::App;
+use crate::realtime::fanout;
+
+#[derive(Deserialize)]
+pub struct WindowQuery {
+    before: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+fn query_int(name: &str, value: Option<&str>) -> Result<Option<i64>, Error> {
+    value
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| Error::invalid(format!("{name} must be an integer")))
+        })
+        .transpose()
+}
+
+/// `GET /api/workspaces/{id}/messages?before=&after=&limit=`
+pub async fn messages(
+    State(app): State<Arc<App>>,
+    UserAuth(user): UserAuth,
+    Path(workspace): Path<String>,
+    Query(q): Query<WindowQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_id("workspace id", &workspace)?;
+    let window = Window::new(
+        query_int("before", q.before.as_deref())?,
+        query_int("after", q.after.as_deref())?,
+        query_int("limit", q.limit.as_deref())?,
+    )?;
+    if !app.may_access(&user, &workspace).await? {
+        return Err(Error::forbidden().into());
+    }
+    let messages = app
+        .store
+        .messages(&workspace, window)
+        .await
+        .map_err(Error::from)?;
+    Ok(Json(json!({ "messages": messages })))
+}
+
+/// `PUT /api/workspaces/{id}/members/{userId}`
+pub async fn add_member(
+    State(app): State<Arc<App>>,
+    _: ApiKeyAuth,
+    Path((workspace, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    check_id("workspace id", &workspace)?;
+    check_id("user id", &user)?;
+    app.store
+        .add_member(&user, &workspace)
+        .await
+        .map_err(Error::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/workspaces/{id}/members/{userId}`
+pub async fn remove_member(
+    State(app): State<Arc<App>>,
+    _: ApiKeyAuth,
+    Path((workspace, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    check_id("workspace id", &workspace)?;
+    check_id("user id", &user)?;
+    app.store
+        .remove_member(&user, &workspace)
+        .await
+        .map_err(Error::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Publish {
+    workspace_id: String,
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// Event names the Socket.IO client keeps for itself.
+const RESERVED_EVENTS: &[&str] = &[
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// `POST /api/publish` `{ workspaceId, event, data }`: every socket in the room, on every node.
+pub async fn publish(
+    State(app): State<Arc<App>>,
+    _: ApiKeyAuth,
+    ApiJson(body): ApiJson<Publish>,
+) -> Result<StatusCode, ApiError> {
+    check_id("workspaceId", &body.workspace_id)?;
+    if body.event.is_empty()
+        || body.event.chars().count() > 64
+        || RESERVED_EVENTS.contains(&body.event.as_str())
+    {
+        return Err(
+            Error::invalid("event must be 1 to 64 characters and not a reserved name").into(),
+        );
+    }
+    let frame = encode_event_frame("/", &body.event, &body.data).map_err(Error::internal)?;
+    metrics::counter!("switchboard_broadcasts_total").increment(1);
+    app.broker
+        .publish(
+            &fanout::channel(&body.workspace_id),
+            fanout::envelope(&frame, None),
+        )
+        .await
+        .map_err(Error::from)?;
+    Ok(StatusCode::ACCEPTED)
+}

@@ -1,0 +1,158 @@
+//! The HTTP side: the REST API for users and for the application's backend,
+//! health and metrics, CORS, and the mapping of errors to the contract's JSON
+//! (`{ error, message }` with the status of its code). Socket.IO is mounted here
+//! too, at `/socket.io/`.
+
+mod api;
+mod health;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use switchboard_core::{Error, ErrorCode, User};
+use switchboard_socketio::SocketIo;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::app::App;
+use crate::config::Settings;
+
+/// Largest JSON body of an API request.
+const MAX_BODY: usize = 64 * 1024;
+
+pub fn router(app: Arc<App>, io: &SocketIo) -> Router {
+    Router::new()
+        .route("/api/workspaces/{id}/messages", get(api::messages))
+        .route(
+            "/api/workspaces/{id}/members/{user}",
+            put(api::add_member).delete(api::remove_member),
+        )
+        .route("/api/publish", post(api::publish))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route_service("/socket.io/", io.service())
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(cors(&app.settings))
+        .with_state(app)
+}
+
+fn cors(settings: &Settings) -> CorsLayer {
+    let origins = &settings.cors_origins;
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_credentials(true)
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+}
+
+/// An error as the HTTP API reports it.
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Invalid => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        metrics::counter!("switchboard_errors_total", "code" => self.0.code.as_str()).increment(1);
+        let body = json!({ "error": self.0.code.as_str(), "message": self.0.message });
+        (status_of(self.0.code), Json(body)).into_response()
+    }
+}
+
+/// The bearer token of a request.
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// A user authenticated by the JWT in `Authorization: Bearer`.
+pub struct UserAuth(pub User);
+
+impl FromRequestParts<Arc<App>> for UserAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(Error::unauthorized)?;
+        app.auth
+            .verify(token)
+            .map(UserAuth)
+            .map_err(|_| Error::unauthorized().into())
+    }
+}
+
+/// A server-to-server call carrying the API key.
+pub struct ApiKeyAuth;
+
+impl FromRequestParts<Arc<App>> for ApiKeyAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let given = bearer(parts).unwrap_or("");
+        match app.settings.api_key.as_deref() {
+            Some(key) if constant_time_eq(key.as_bytes(), given.as_bytes()) => Ok(ApiKeyAuth),
+            _ => Err(Error::new(ErrorCode::Unauthorized, "invalid API key").into()),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A JSON body whose rejections are reported in the contract's shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Error::new(ErrorCode::TooLarge, "request body too large").into())
+            }
+            Err(rejection) => Err(Error::invalid(rejection.body_text()).into()),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The chat events of the wire contract: `join_workspace`, `leave_workspace`,
+//! `message` and `history`. Each checks its payload and access, does its work,
+//! and returns the fields of its acknowledgement (or the error to report).
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use switchboard_core::chat::check_id;
+use switchboard_core::{Error, NewMessage, User, Window};
+use switchboard_socketio::Socket;
+
+use super::fanout;
+use crate::app::App;
+
+type Reply = Result<Map<String, Value>, Error>;
+
+pub async fn handle(
+    app: &Arc<App>,
+    socket: &Socket,
+    user: &User,
+    event: &str,
+    args: Vec<Value>,
+) -> Reply {
+    match event {
+        "join_workspace" => join(app, socket, user, args).await,
+        "leave_workspace" => leave(app, socket, args).await,
+        "message" => send(app, socket, user, args).await,
+        "history" => history(app, user, args).await,
+        _ => Err(Error::invalid(format!("unknown event {event:?}"))),
+    }
+}
+
+async fn join(app: &Arc<App>, socket: &Socket, user: &User, args: Vec<Value>) -> Reply {
+    let (workspace, since) = match args.into_iter().next() {
+        Some(Value::String(workspace)) => (workspace, None),
+        Some(Value::Object(fields)) => (
+            string(&fields, "workspaceId")?.to_owned(),
+            integer(&fields, "since")?,
+        ),
+        _ => {
+            return Err(Error::invalid(
+                "expected a workspace id or { workspaceId, since? }",
+            ))
+        }
+    };
+    check_id("workspaceId", &workspace)?;
+    if !app.may_access(user, &workspace).await? {
+        return Err(Error::forbidden());
+    }
+    app.sequencers.join(app, &workspace, socket, since).await?;
+    let _ = socket.emit("joined", &json!({ "workspaceId": workspace }));
+    Ok(Map::new())
+}
+
+async fn leave(app: &Arc<App>, socket: &Socket, args: Vec<Value>) -> Reply {
+    let workspace = match args.into_iter().next() {
+        Some(Value::String(workspace)) => workspace,
+        Some(Value::Object(fields)) => string(&fields, "workspaceId")?.to_owned(),
+        _ => return Err(Error::invalid("expected a workspace id or { workspaceId }")),
+    };
+    let room = fanout::room(&workspace);
+    if socket.in_room(&room) {
+        socket.leave(&room);
+        app.broker.unsubscribe(&fanout::channel(&workspace)).await?;
+    }
+    Ok(Map::new())
+}
+
+async fn send(app: &Arc<App>, socket: &Socket, user: &User, args: Vec<Value>) -> Reply {
+    let fields = object(args)?;
+    let workspace = string(&fields, "workspaceId")?;
+    let content = match fields.get("content") {
+        Some(Value::String(content)) => content,
+        _ => return Err(Error::invalid("content must be a non-empty string")),
+    };
+    let client_msg_id = match fields.get("clientMsgId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => {
+            check_id("clientMsgId", id)?;
+            Some(id.clone())
+        }
+        Some(_) => return Err(Error::invalid("clientMsgId must be a string")),
+    };
+    if !socket.in_room(&fanout::room(workspace)) {
+        return Err(Error::forbidden());
+    }
+    app.limits.check_content(content)?;
+    let message = NewMessage {
+        workspace_id: workspace.to_owned(),
+        user_id: user.id.clone(),
+        content: content.clone(),
+        client_msg_id,
+        created_at: switchboard_core::time::now_millis(),
+    };
+    let stored = app.sequencers.send(app, message).await?;
+    let mut ack = Map::new();
+    ack.insert("id".into(), json!(stored.id));
+    ack.insert(
+        "createdAt".into(),
+        json!(switchboard_core::time::rfc3339_millis(stored.created_at)),
+    );
+    Ok(ack)
+}
+
+async fn history(app: &Arc<App>, user: &User, args: Vec<Value>) -> Reply {
+    let fields = object(args)?;
+    let workspace = string(&fields, "workspaceId")?;
+    let window = Window::new(
+        integer(&fields, "before")?,
+        integer(&fields, "after")?,
+        integer(&fields, "limit")?,
+    )?;
+    if !app.may_access(user, workspace).await? {
+        return Err(Error::forbidden());
+    }
+    let messages = app.store.messages(workspace, window).await?;
+    let mut ack = Map::new();
+    ack.insert("messages".into(), json!(messages));
+    Ok(ack)
+}
+
+/// The first argument, which must be an object.
+fn object(args: Vec<Value>) -> Result<Map<String, Value>, Error> {
+    match args.into_iter().next() {
+        Some(Value::Object(fields)) => Ok(fields),
+        _ => Err(Error::invalid("expected an object")),
+    }
+}
+
+fn string<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, Error> {
+    match fields.get(name) {
+        Some(Value::String(s)) => {
+            check_id(name, s)?;
+            Ok(s)
+        }
+        _ => Err(Error::invalid(format!("{name} must be a string"))),
+    }
+}
+
+/// An optional integer field; anything but an integer (or null) is invalid.
+fn integer(fields: &Map<String, Value>, name: &str) -> Result<Option<i64>, Error> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| Error::invalid(format!("{name} must be an integer"))),
+        Some(_) => Err(Error::invalid(format!("{name} must be an integer"))),
+    }
+}

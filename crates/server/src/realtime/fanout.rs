@@ -1,0 +1,66 @@
+//! From the broker to local sockets: channel names, the payload envelope, and
+//! delivering a payload to the sockets of this node.
+//!
+//! A room broadcast is encoded once into a Socket.IO frame by the node that
+//! publishes it; the payload is `<socket id to leave out, or nothing>\n<frame>`,
+//! and every node hands the same frame bytes to its local members.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use switchboard_core::Delivery;
+use switchboard_socketio::{Namespace, Sid, Utf8Bytes};
+
+const WORKSPACE_CHANNEL: &str = "ws:";
+const WORKSPACE_ROOM: &str = "workspace:";
+
+/// The broker channel of a workspace.
+pub fn channel(workspace: &str) -> String {
+    format!("{WORKSPACE_CHANNEL}{workspace}")
+}
+
+/// The Socket.IO room of a workspace.
+pub fn room(workspace: &str) -> String {
+    format!("{WORKSPACE_ROOM}{workspace}")
+}
+
+/// The workspace of a Socket.IO room, if it is a workspace room.
+pub fn workspace_of_room(room: &str) -> Option<&str> {
+    room.strip_prefix(WORKSPACE_ROOM)
+}
+
+/// Wraps an encoded frame for the broker.
+pub fn envelope(frame: &Utf8Bytes, except: Option<Sid>) -> Bytes {
+    let mut out = BytesMut::with_capacity(frame.len() + 21);
+    if let Some(sid) = except {
+        out.put_slice(sid.as_str().as_bytes());
+    }
+    out.put_u8(b'\n');
+    out.put_slice(frame.as_bytes());
+    out.freeze()
+}
+
+/// Hands a delivery to the local members of its room.
+pub fn deliver(namespace: &Namespace, delivery: &Delivery) {
+    let Some(workspace) = delivery.channel.strip_prefix(WORKSPACE_CHANNEL) else {
+        return;
+    };
+    let payload = &delivery.payload;
+    let Some(split) = payload.iter().position(|b| *b == b'\n') else {
+        tracing::warn!(channel = %delivery.channel, "broker payload without an envelope");
+        return;
+    };
+    let except = std::str::from_utf8(&payload[..split])
+        .ok()
+        .and_then(Sid::parse);
+    let Ok(frame) = Utf8Bytes::try_from(payload.slice(split + 1..)) else {
+        tracing::warn!(channel = %delivery.channel, "broker payload is not text");
+        return;
+    };
+    let room = room(workspace);
+    let broadcast = namespace.to(&room);
+    let broadcast = match except {
+        Some(sid) => broadcast.except_id(sid),
+        None => broadcast,
+    };
+    let sent = broadcast.emit_encoded(&frame);
+    metrics::counter!("switchboard_broadcast_deliveries_total").increment(sent as u64);
+}

@@ -1,0 +1,270 @@
+//! The Socket.IO side of Switchboard: authenticating a CONNECT, recovering a
+//! session, and running each socket's events one at a time, in order.
+//!
+//! Event handlers are in `chat.rs`; the per-workspace writer in `sequencer.rs`;
+//! broker channels and the delivery to local rooms in `fanout.rs`.
+
+mod chat;
+pub mod fanout;
+mod sequencer;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+use switchboard_core::{Error, ErrorCode, RecoverySession, User};
+use switchboard_socketio::{
+    AckSender, BoxFuture, ConnectError, ConnectRequest, Connected, DisconnectReason, Event,
+    Handler, RecoveryRequest, Socket,
+};
+
+pub use sequencer::Sequencers;
+
+use crate::app::App;
+
+/// The handler of the main namespace.
+pub struct Realtime {
+    app: Arc<App>,
+}
+
+impl Realtime {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+/// What Switchboard keeps per socket.
+pub struct Conn {
+    pub user: User,
+    transport: &'static str,
+    queue: Mutex<EventQueue>,
+    bucket: Mutex<TokenBucket>,
+}
+
+#[derive(Default)]
+struct EventQueue {
+    events: VecDeque<Event>,
+    /// A task is working through the queue.
+    running: bool,
+}
+
+/// Allows `rate` events per second, in bursts of up to `rate`.
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            at: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Handler for Realtime {
+    fn connect<'a>(
+        &'a self,
+        socket: &'a Socket,
+        request: ConnectRequest,
+    ) -> BoxFuture<'a, Result<Connected, ConnectError>> {
+        Box::pin(async move {
+            let token = request
+                .auth
+                .get("token")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let user = match self.app.auth.verify(token) {
+                Ok(user) => user,
+                Err(e) => {
+                    tracing::debug!(error = %e, "connection refused");
+                    count_error(ErrorCode::Unauthorized);
+                    return Err(ConnectError::new("Authentication failed"));
+                }
+            };
+            socket.set_data(Conn {
+                user: user.clone(),
+                transport: socket.transport().as_str(),
+                queue: Mutex::default(),
+                bucket: Mutex::new(TokenBucket::new(self.app.settings.events_per_second)),
+            });
+            match request.recovery {
+                Some(recovery) if recover(&self.app, socket, &user, &recovery).await => {
+                    Ok(Connected::Recovered)
+                }
+                _ => Ok(Connected::Fresh),
+            }
+        })
+    }
+
+    fn connected(&self, socket: &Socket, recovered: bool) {
+        let transport = socket.data::<Conn>().map_or("unknown", |c| c.transport);
+        metrics::gauge!("switchboard_connections", "transport" => transport).increment(1.0);
+        if recovered {
+            metrics::counter!("switchboard_recoveries_total").increment(1);
+        }
+    }
+
+    fn event(&self, socket: &Socket, event: Event) {
+        let Some(conn) = socket.data::<Conn>() else {
+            return;
+        };
+        metrics::counter!("switchboard_events_in_total").increment(1);
+        if !lock(&conn.bucket).allow() {
+            metrics::counter!("switchboard_events_dropped_total", "reason" => "rate_limited")
+                .increment(1);
+            reply(
+                socket,
+                event.ack,
+                Err(Error::new(ErrorCode::RateLimited, "too many events")),
+            );
+            return;
+        }
+        let start = {
+            let mut queue = lock(&conn.queue);
+            queue.events.push_back(event);
+            !std::mem::replace(&mut queue.running, true)
+        };
+        if start {
+            tokio::spawn(work_through_events(self.app.clone(), socket.clone()));
+        }
+    }
+
+    fn disconnect(&self, socket: &Socket, reason: DisconnectReason) {
+        let transport = socket.data::<Conn>().map_or("unknown", |c| c.transport);
+        metrics::gauge!("switchboard_connections", "transport" => transport).decrement(1.0);
+        let workspaces: Vec<String> = socket
+            .rooms()
+            .iter()
+            .filter_map(|r| fanout::workspace_of_room(r).map(str::to_owned))
+            .collect();
+        let app = self.app.clone();
+        let pid = socket
+            .pid()
+            .filter(|_| matches!(reason, DisconnectReason::Transport(_)));
+        let user = socket.data::<Conn>().map(|c| c.user.id.clone());
+        tokio::spawn(async move {
+            for workspace in &workspaces {
+                let _ = app.broker.unsubscribe(&fanout::channel(workspace)).await;
+            }
+            if let (Some(pid), Some(user_id)) = (pid, user) {
+                let session = RecoverySession {
+                    user_id,
+                    workspaces,
+                    expires_at: switchboard_core::time::now_millis()
+                        + app.settings.recovery_window.as_millis() as i64,
+                };
+                if let Err(e) = app.store.save_recovery(pid.as_str(), &session).await {
+                    tracing::warn!(error = %e, "saving a session for recovery failed");
+                }
+            }
+        });
+    }
+}
+
+/// Runs a socket's queued events one after another, then ends.
+async fn work_through_events(app: Arc<App>, socket: Socket) {
+    let Some(conn) = socket.data::<Conn>() else {
+        return;
+    };
+    loop {
+        let event = {
+            let mut queue = lock(&conn.queue);
+            match queue.events.pop_front() {
+                Some(event) => event,
+                None => {
+                    queue.running = false;
+                    return;
+                }
+            }
+        };
+        let Event {
+            name, args, ack, ..
+        } = event;
+        let result = chat::handle(&app, &socket, &conn.user, &name, args).await;
+        reply(&socket, ack, result);
+    }
+}
+
+/// Answers an event: through its ack when it asked for one, otherwise failures
+/// only, as an `error` event. Never closes the connection.
+fn reply(socket: &Socket, ack: Option<AckSender>, result: Result<Map<String, Value>, Error>) {
+    if let Err(e) = &result {
+        count_error(e.code);
+    }
+    match (ack, result) {
+        (Some(ack), Ok(fields)) => {
+            let mut body = Map::new();
+            body.insert("ok".into(), Value::Bool(true));
+            body.extend(fields);
+            let _ = ack.send(&body);
+        }
+        (Some(ack), Err(e)) => {
+            let _ =
+                ack.send(&json!({ "ok": false, "error": e.code.as_str(), "message": e.message }));
+        }
+        (None, Ok(_)) => {}
+        (None, Err(e)) => {
+            let _ = socket.emit(
+                "error",
+                &json!({ "message": e.message, "code": e.code.as_str() }),
+            );
+        }
+    }
+}
+
+fn count_error(code: ErrorCode) {
+    metrics::counter!("switchboard_errors_total", "code" => code.as_str()).increment(1);
+}
+
+/// Restores a session the client asks for by its pid: the same user, within the
+/// window; every workspace it was in is joined again, replaying what was missed.
+async fn recover(app: &Arc<App>, socket: &Socket, user: &User, request: &RecoveryRequest) -> bool {
+    let Ok(offset) = request.offset.parse::<i64>() else {
+        return false;
+    };
+    let now = switchboard_core::time::now_millis();
+    let session = match app.store.take_recovery(&request.pid, now).await {
+        Ok(Some(session)) if session.user_id == user.id => session,
+        Ok(_) => return false,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a recovery session failed");
+            return false;
+        }
+    };
+    for workspace in &session.workspaces {
+        if !matches!(app.may_access(user, workspace).await, Ok(true)) {
+            continue;
+        }
+        if let Err(e) = app
+            .sequencers
+            .join(app, workspace, socket, Some(offset))
+            .await
+        {
+            tracing::warn!(error = %e, workspace, "rejoining a workspace during recovery failed");
+            return false;
+        }
+    }
+    true
+}
