@@ -64,13 +64,16 @@ impl<H: EngineHandler> EngineInner<H> {
         let overlap = {
             let mut inner = lock(&session.inner);
             if let Some(reason) = inner.closed {
+                // A session that closed while no GET was held tells the next GET
+                // how it ended, once; then its sid is unknown. A ping timeout
+                // leaves nothing to tell: the client is presumed gone.
+                let last =
+                    (reason != CloseReason::PingTimeout).then(|| final_payload(&mut inner, reason));
                 drop(inner);
                 self.forget(&session);
-                // A client that closed with a POST while no GET was held gets the
-                // noop that GET would have had, once; then the sid is unknown.
-                return match reason {
-                    CloseReason::ClientClose => respond(StatusCode::OK, TEXT, Frame::NOOP),
-                    _ => error_response(1, "Session ID unknown"),
+                return match last {
+                    Some(body) => respond(StatusCode::OK, TEXT, body),
+                    None => error_response(1, "Session ID unknown"),
                 };
             }
             std::mem::replace(&mut inner.polling_get, true)
@@ -107,14 +110,7 @@ impl<H: EngineHandler> EngineInner<H> {
     fn poll_ready(&self, session: &SessionRef<H>) -> Option<Ready> {
         let mut inner = lock(&session.inner);
         if let Some(reason) = inner.closed {
-            // A client's own close ends its pending GET with a noop; any other close with a close packet.
-            let last = match reason {
-                CloseReason::ClientClose => Frame::NOOP,
-                _ => Frame::CLOSE,
-            };
-            inner.outbox.push_back(Frame::text_static(last));
-            let body = encode_payload(&inner.outbox);
-            inner.outbox.clear();
+            let body = final_payload(&mut inner, reason);
             drop(inner);
             self.forget(session);
             return Some(Ready::Body(body));
@@ -163,6 +159,19 @@ impl<H: EngineHandler> EngineInner<H> {
         }
         respond(StatusCode::OK, "text/html", "ok")
     }
+}
+
+/// What is still queued, then how the session ended: a noop after the client's
+/// own close, a close packet after any other.
+fn final_payload(inner: &mut super::session::Inner, reason: CloseReason) -> String {
+    let last = match reason {
+        CloseReason::ClientClose => Frame::NOOP,
+        _ => Frame::CLOSE,
+    };
+    inner.outbox.push_back(Frame::text_static(last));
+    let body = encode_payload(&inner.outbox);
+    inner.outbox.clear();
+    body
 }
 
 struct PollGuard<'a, S: super::SessionState>(&'a super::Session<S>);
