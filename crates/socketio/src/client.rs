@@ -131,6 +131,7 @@ async fn dispatch(session: &Arc<Session<Client>>, packet: Packet, binary: Vec<By
             }
         }
         PacketType::Event | PacketType::BinaryEvent => {
+            let lossy_text = packet.lossy_text;
             let (Some(socket), Payload::Event(name, args)) =
                 (client.socket(&packet.namespace), packet.payload)
             else {
@@ -145,6 +146,7 @@ async fn dispatch(session: &Arc<Session<Client>>, packet: Packet, binary: Vec<By
                 args,
                 binary,
                 ack,
+                lossy_text,
             };
             socket.0.namespace.handler().event(&socket, event);
         }

@@ -93,6 +93,8 @@ pub struct Event {
     pub binary: Vec<Bytes>,
     /// Present when the client asked for an acknowledgement.
     pub ack: Option<AckSender>,
+    /// Some string was not valid Unicode (a lone surrogate) and was read as U+FFFD.
+    pub lossy_text: bool,
 }
 
 /// Answers a client's event that asked for an acknowledgement.

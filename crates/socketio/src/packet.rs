@@ -52,6 +52,10 @@ pub struct Packet {
     pub attachments: usize,
     pub ack_id: Option<u64>,
     pub payload: Payload,
+    /// The JSON had strings that are not valid Unicode (lone UTF-16 surrogate
+    /// escapes); they were read as U+FFFD. The packet is well-formed, so the
+    /// connection stays open, but the application should refuse its content.
+    pub lossy_text: bool,
 }
 
 #[derive(Debug, PartialEq)]
@@ -113,7 +117,13 @@ pub fn parse(text: &str) -> Result<Packet, ParseError> {
     };
     rest = &rest[digits..];
 
-    let payload = parse_payload(kind, rest)?;
+    let (payload, lossy_text) = match parse_payload(kind, rest) {
+        Ok(payload) => (payload, false),
+        Err(e) => match replace_lone_surrogates(rest) {
+            Some(repaired) => (parse_payload(kind, &repaired)?, true),
+            None => return Err(e),
+        },
+    };
     if kind == PacketType::Ack || kind == PacketType::BinaryAck {
         ack_id.ok_or(ParseError::BadAckId)?;
     }
@@ -123,6 +133,52 @@ pub fn parse(text: &str) -> Result<Packet, ParseError> {
         attachments,
         ack_id,
         payload,
+        lossy_text,
+    })
+}
+
+/// JSON with every unpaired surrogate escape (`\ud800` alone, say) replaced by
+/// `\ufffd`, or None if there was none to replace. serde_json refuses such
+/// strings, which JavaScript clients can produce.
+fn replace_lone_surrogates(json: &str) -> Option<String> {
+    let bytes = json.as_bytes();
+    let hex_at = |i: usize| -> Option<u32> {
+        let digits = bytes.get(i..i + 4)?;
+        u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let is_escape_u = |i: usize| bytes.get(i) == Some(&b'\\') && bytes.get(i + 1) == Some(&b'u');
+    let mut out = String::with_capacity(json.len());
+    let (mut i, mut last, mut replaced) = (0, 0, false);
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if bytes.get(i + 1) != Some(&b'u') {
+            i += 2; // any other escape, \\ included
+            continue;
+        }
+        let Some(unit) = hex_at(i + 2) else {
+            return None;
+        };
+        let paired = (0xD800..0xDC00).contains(&unit)
+            && is_escape_u(i + 6)
+            && hex_at(i + 8).is_some_and(|low| (0xDC00..0xE000).contains(&low));
+        if paired {
+            i += 12;
+        } else if (0xD800..0xE000).contains(&unit) {
+            out.push_str(&json[last..i]);
+            out.push_str("\\ufffd");
+            i += 6;
+            last = i;
+            replaced = true;
+        } else {
+            i += 6;
+        }
+    }
+    replaced.then(|| {
+        out.push_str(&json[last..]);
+        out
     })
 }
 
@@ -392,6 +448,27 @@ mod tests {
             r#"44/random,{"message":"Invalid namespace"}"#
         );
         assert_eq!(encode_disconnect("/").as_str(), "41");
+    }
+
+    #[test]
+    fn reads_lone_surrogates_as_replacement_characters() {
+        let p = parse(r#"2["m",{"content":"a\ud800b","ok":"\ud83d\ude00"}]"#).unwrap();
+        assert!(p.lossy_text);
+        assert_eq!(
+            p.payload,
+            Payload::Event(
+                "m".into(),
+                vec![json!({"content": "a\u{fffd}b", "ok": "😀"})]
+            )
+        );
+        let p = parse(r#"2["m","\udc00","\\ud800"]"#).unwrap();
+        assert!(p.lossy_text);
+        assert_eq!(
+            p.payload,
+            Payload::Event("m".into(), vec![json!("\u{fffd}"), json!("\\ud800")])
+        );
+        assert!(!parse(r#"2["m","\ud83d\ude00"]"#).unwrap().lossy_text);
+        assert!(parse(r#"2["m","\ud800"#).is_err());
     }
 
     #[test]

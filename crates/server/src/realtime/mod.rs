@@ -200,9 +200,19 @@ async fn work_through_events(app: Arc<App>, socket: Socket) {
             }
         };
         let Event {
-            name, args, ack, ..
+            name,
+            args,
+            ack,
+            lossy_text,
+            ..
         } = event;
-        let result = chat::handle(&app, &socket, &conn.user, &name, args).await;
+        let result = if lossy_text {
+            Err(Error::invalid(
+                "text must be valid Unicode (no lone surrogates)",
+            ))
+        } else {
+            chat::handle(&app, &socket, &conn.user, &name, args).await
+        };
         reply(&socket, ack, result);
     }
 }
