@@ -9,10 +9,12 @@
 pub mod auth;
 pub mod chat;
 pub mod error;
+pub mod notify;
 pub mod ports;
 pub mod time;
 
 pub use auth::{Authenticator, Claims, User};
 pub use chat::{Message, MessageLimits, NewMessage, Window};
 pub use error::{Error, ErrorCode};
+pub use notify::{NewNotification, Notification};
 pub use ports::{Broker, BrokerError, Delivery, RecoverySession, Store, StoreError};

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::chat::{Message, NewMessage, Window};
+use crate::notify::{NewNotification, Notification};
 
 #[derive(Debug, thiserror::Error)]
 #[error("store: {0}")]
@@ -52,6 +53,29 @@ pub trait Store: Send + Sync + 'static {
         pid: &str,
         now: i64,
     ) -> Result<Option<RecoverySession>, StoreError>;
+
+    async fn insert_notification(
+        &self,
+        notification: &NewNotification,
+    ) -> Result<Notification, StoreError>;
+    /// A user's notifications with an id above `after`, oldest first, at most `limit`.
+    async fn notifications_after(
+        &self,
+        user: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError>;
+    /// A user's notifications, newest first: only unread ones if asked, only ids below `before` if given.
+    async fn notifications(
+        &self,
+        user: &str,
+        unread_only: bool,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError>;
+    /// Marks one of the user's notifications read; false if the user has no such notification.
+    async fn mark_read(&self, user: &str, id: i64) -> Result<bool, StoreError>;
+    async fn mark_all_read(&self, user: &str) -> Result<(), StoreError>;
 
     /// Reachable and answering.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -11,6 +11,7 @@ use switchboard_socketio::{EngineConfig, IoConfig, Namespace, SocketIo};
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
+use crate::notify::Hub;
 use crate::realtime::{self, fanout, Sequencers};
 
 /// Shared state of one server process.
@@ -21,6 +22,7 @@ pub struct App {
     pub broker: Arc<dyn Broker>,
     pub limits: MessageLimits,
     pub sequencers: Sequencers,
+    pub hub: Arc<Hub>,
     pub metrics: PrometheusHandle,
 }
 
@@ -73,20 +75,29 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
         .install_recorder()
         .context("installing the metrics recorder")?;
 
+    // Deliveries reach the Socket.IO namespace and the notification hub, which
+    // exist only once the broker does: they are filled in below.
     let namespace: Arc<OnceLock<Namespace>> = Arc::default();
-    let deliver_to = namespace.clone();
-    let broker: Arc<dyn Broker> =
-        Arc::new(MemoryBroker::new(Arc::new(move |delivery: Delivery| {
-            if let Some(ns) = deliver_to.get() {
-                fanout::deliver(ns, &delivery);
-            }
-        })));
+    let hub: Arc<OnceLock<Arc<Hub>>> = Arc::default();
+    let (to_rooms, to_users) = (namespace.clone(), hub.clone());
+    let deliver = move |delivery: Delivery| {
+        if let Some(ns) = to_rooms.get() {
+            fanout::deliver(ns, &delivery);
+        }
+        if let Some(hub) = to_users.get() {
+            hub.deliver(&delivery);
+        }
+    };
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(Arc::new(deliver)));
+    let notification_hub = Arc::new(Hub::new(broker.clone(), settings.max_streams_per_user));
+    let _ = hub.set(notification_hub.clone());
 
     let app = Arc::new(App {
         limits: MessageLimits {
             max_chars: settings.max_message_chars,
         },
         sequencers: Sequencers::default(),
+        hub: notification_hub,
         auth,
         store,
         broker,

@@ -52,6 +52,18 @@ pub struct SettingArgs {
     /// Connection-state recovery window, in seconds. Default 120.
     #[arg(long, env = "SWITCHBOARD_RECOVERY_WINDOW_SECS")]
     pub recovery_window_secs: Option<u64>,
+    /// Interval of the `:ping` comments on notification streams, in milliseconds. Default 30000.
+    #[arg(long, env = "SWITCHBOARD_SSE_PING_INTERVAL_MS")]
+    pub sse_ping_interval_ms: Option<u64>,
+    /// Notification streams one user may hold open at once. Default 10.
+    #[arg(long, env = "SWITCHBOARD_MAX_STREAMS_PER_USER")]
+    pub max_streams_per_user: Option<usize>,
+    /// Longest hold of a notification long-poll, in seconds. Default 30.
+    #[arg(long, env = "SWITCHBOARD_MAX_POLL_SECS")]
+    pub max_poll_secs: Option<u64>,
+    /// Largest `data` of a notification, in bytes of JSON. Default 16384.
+    #[arg(long, env = "SWITCHBOARD_MAX_NOTIFICATION_BYTES")]
+    pub max_notification_bytes: Option<usize>,
     /// Engine.IO ping interval, in milliseconds. Default 25000.
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL_MS")]
     pub ping_interval_ms: Option<u64>,
@@ -78,6 +90,10 @@ struct FileSettings {
     recovery_window_secs: Option<u64>,
     ping_interval_ms: Option<u64>,
     ping_timeout_ms: Option<u64>,
+    sse_ping_interval_ms: Option<u64>,
+    max_streams_per_user: Option<usize>,
+    max_poll_secs: Option<u64>,
+    max_notification_bytes: Option<usize>,
 }
 
 /// Everything the server runs with, defaults applied.
@@ -97,6 +113,10 @@ pub struct Settings {
     pub recovery_window: Duration,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    pub sse_ping_interval: Duration,
+    pub max_streams_per_user: usize,
+    pub max_poll_secs: u64,
+    pub max_notification_bytes: usize,
 }
 
 const DEFAULT_CONFIG_FILE: &str = "switchboard.toml";
@@ -154,6 +174,18 @@ impl Settings {
                 file.ping_timeout_ms,
                 20_000,
             )),
+            sse_ping_interval: Duration::from_millis(pick(
+                &args.sse_ping_interval_ms,
+                file.sse_ping_interval_ms,
+                30_000,
+            )),
+            max_streams_per_user: pick(&args.max_streams_per_user, file.max_streams_per_user, 10),
+            max_poll_secs: pick(&args.max_poll_secs, file.max_poll_secs, 30),
+            max_notification_bytes: pick(
+                &args.max_notification_bytes,
+                file.max_notification_bytes,
+                16 * 1024,
+            ),
         };
         settings.check()?;
         Ok(settings)
@@ -163,8 +195,11 @@ impl Settings {
         if self.max_message_chars == 0 || self.max_payload < 1024 || self.events_per_second == 0 {
             bail!("max_message_chars and events_per_second must be positive, max_payload at least 1024");
         }
-        if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
-            bail!("ping_interval_ms and ping_timeout_ms must be positive");
+        if self.ping_interval.is_zero()
+            || self.ping_timeout.is_zero()
+            || self.sse_ping_interval.is_zero()
+        {
+            bail!("ping_interval_ms, ping_timeout_ms and sse_ping_interval_ms must be positive");
         }
         if self.broker != "memory" {
             bail!(

@@ -5,6 +5,7 @@
 mod app;
 mod config;
 mod http;
+mod notify;
 mod realtime;
 
 use std::time::Duration;

@@ -9,14 +9,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
-use switchboard_core::{Message, NewMessage, RecoverySession, Store, StoreError, Window};
+use switchboard_core::{
+    Message, NewMessage, NewNotification, Notification, RecoverySession, Store, StoreError, Window,
+};
 
 use crate::migrate::{self, Migration};
 use crate::store_error;
 
-const MIGRATIONS: &[Migration] = &[(
-    1,
-    "CREATE TABLE messages (
+const MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "CREATE TABLE messages (
         id BIGSERIAL PRIMARY KEY,
         workspace_id TEXT NOT NULL,
         user_id TEXT NOT NULL,
@@ -37,7 +40,20 @@ const MIGRATIONS: &[Migration] = &[(
         expires_at BIGINT NOT NULL
     );
     CREATE INDEX recovery_sessions_by_expiry ON recovery_sessions (expires_at);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE notifications (
+        id BIGSERIAL PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        read BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE INDEX notifications_by_user ON notifications (user_id, id);",
+    ),
+];
 
 /// Key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x5357_4254_4348; // "SWBTCH"
@@ -82,6 +98,27 @@ fn message(row: &PgRow) -> Result<Message, sqlx::Error> {
         client_msg_id: row.try_get(4)?,
         created_at: row.try_get(5)?,
     })
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, user_id, kind, data, created_at, read";
+
+fn notification(row: &PgRow) -> Result<Notification, sqlx::Error> {
+    let data: String = row.try_get(3)?;
+    Ok(Notification {
+        id: row.try_get(0)?,
+        user_id: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+        created_at: row.try_get(4)?,
+        read: row.try_get(5)?,
+    })
+}
+
+fn notifications(rows: Vec<PgRow>) -> Result<Vec<Notification>, StoreError> {
+    rows.iter()
+        .map(notification)
+        .collect::<Result<_, _>>()
+        .map_err(store_error)
 }
 
 fn messages(rows: Vec<PgRow>) -> Result<Vec<Message>, StoreError> {
@@ -222,6 +259,88 @@ impl Store for PostgresStore {
                 .await
                 .map_err(store_error)?;
         Ok(crate::live_session(row, now))
+    }
+
+    async fn insert_notification(&self, n: &NewNotification) -> Result<Notification, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO notifications (user_id, kind, data, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(&n.user_id)
+        .bind(&n.kind)
+        .bind(n.data.to_string())
+        .bind(n.created_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(Notification {
+            id,
+            user_id: n.user_id.clone(),
+            kind: n.kind.clone(),
+            data: n.data.clone(),
+            created_at: n.created_at,
+            read: false,
+        })
+    }
+
+    async fn notifications_after(
+        &self,
+        user: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let sql = format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        notifications(rows)
+    }
+
+    async fn notifications(
+        &self,
+        user: &str,
+        unread_only: bool,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let unread = if unread_only { " AND read = FALSE" } else { "" };
+        let sql = format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND id < $2{unread}
+             ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        notifications(rows)
+    }
+
+    async fn mark_read(&self, user: &str, id: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE notifications SET read = TRUE WHERE user_id = $1 AND id = $2")
+                .bind(user)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_all_read(&self, user: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE notifications SET read = TRUE WHERE user_id = $1 AND read = FALSE")
+            .bind(user)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

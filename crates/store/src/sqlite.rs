@@ -12,14 +12,17 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::Row;
-use switchboard_core::{Message, NewMessage, RecoverySession, Store, StoreError, Window};
+use switchboard_core::{
+    Message, NewMessage, NewNotification, Notification, RecoverySession, Store, StoreError, Window,
+};
 
 use crate::migrate::{self, Migration};
 use crate::store_error;
 
-const MIGRATIONS: &[Migration] = &[(
-    1,
-    "CREATE TABLE messages (
+const MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "CREATE TABLE messages (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         workspace_id TEXT NOT NULL,
         user_id TEXT NOT NULL,
@@ -40,7 +43,20 @@ const MIGRATIONS: &[Migration] = &[(
         expires_at INTEGER NOT NULL
     );
     CREATE INDEX recovery_sessions_by_expiry ON recovery_sessions (expires_at);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        read INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX notifications_by_user ON notifications (user_id, id);",
+    ),
+];
 
 const MESSAGE_COLUMNS: &str = "id, workspace_id, user_id, content, client_msg_id, created_at";
 
@@ -82,6 +98,27 @@ fn message(row: &SqliteRow) -> Result<Message, sqlx::Error> {
         client_msg_id: row.try_get(4)?,
         created_at: row.try_get(5)?,
     })
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, user_id, kind, data, created_at, read";
+
+fn notification(row: &SqliteRow) -> Result<Notification, sqlx::Error> {
+    let data: String = row.try_get(3)?;
+    Ok(Notification {
+        id: row.try_get(0)?,
+        user_id: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+        created_at: row.try_get(4)?,
+        read: row.try_get::<i64, _>(5)? != 0,
+    })
+}
+
+fn notifications(rows: Vec<SqliteRow>) -> Result<Vec<Notification>, StoreError> {
+    rows.iter()
+        .map(notification)
+        .collect::<Result<_, _>>()
+        .map_err(store_error)
 }
 
 fn messages(rows: Vec<SqliteRow>) -> Result<Vec<Message>, StoreError> {
@@ -233,6 +270,87 @@ impl Store for SqliteStore {
         .await
         .map_err(store_error)?;
         Ok(crate::live_session(row, now))
+    }
+
+    async fn insert_notification(&self, n: &NewNotification) -> Result<Notification, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO notifications (user_id, kind, data, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&n.user_id)
+        .bind(&n.kind)
+        .bind(n.data.to_string())
+        .bind(n.created_at)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(store_error)?;
+        Ok(Notification {
+            id,
+            user_id: n.user_id.clone(),
+            kind: n.kind.clone(),
+            data: n.data.clone(),
+            created_at: n.created_at,
+            read: false,
+        })
+    }
+
+    async fn notifications_after(
+        &self,
+        user: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let sql = format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(store_error)?;
+        notifications(rows)
+    }
+
+    async fn notifications(
+        &self,
+        user: &str,
+        unread_only: bool,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let unread = if unread_only { " AND read = 0" } else { "" };
+        let sql = format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = ? AND id < ?{unread}
+             ORDER BY id DESC LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(store_error)?;
+        notifications(rows)
+    }
+
+    async fn mark_read(&self, user: &str, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE notifications SET read = 1 WHERE user_id = ? AND id = ?")
+            .bind(user)
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_all_read(&self, user: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE notifications SET read = 1 WHERE user_id = ? AND read = 0")
+            .bind(user)
+            .execute(&self.writer)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use switchboard_core::{NewMessage, RecoverySession, Store, Window};
+use switchboard_core::{NewMessage, NewNotification, RecoverySession, Store, Window};
 
 fn new_message(workspace: &str, content: &str) -> NewMessage {
     NewMessage {
@@ -100,6 +100,7 @@ for_each_store!(
     replay_spans_workspaces_in_id_order,
     memberships_are_idempotent,
     recovery_sessions_are_taken_once_and_expire,
+    notifications_are_per_user_and_marked_read,
     ping_answers,
 );
 
@@ -218,6 +219,76 @@ async fn recovery_sessions_are_taken_once_and_expire(store: Arc<dyn Store>) {
         None
     );
     assert_eq!(store.take_recovery("unknown", now).await.unwrap(), None);
+}
+
+async fn notifications_are_per_user_and_marked_read(store: Arc<dyn Store>) {
+    let new = |user: &str, n: i64| NewNotification {
+        user_id: user.into(),
+        kind: "mention".into(),
+        data: serde_json::json!({ "n": n, "nested": { "ok": true } }),
+        created_at: 1_795_882_445_123 + n,
+    };
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(
+            store
+                .insert_notification(&new("alice", n))
+                .await
+                .unwrap()
+                .id,
+        );
+        store.insert_notification(&new("bob", n)).await.unwrap();
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let after = store
+        .notifications_after("alice", ids[1], 100)
+        .await
+        .unwrap();
+    assert_eq!(after.iter().map(|n| n.id).collect::<Vec<_>>(), ids[2..]);
+    assert_eq!(
+        after[0].data,
+        serde_json::json!({ "n": 2, "nested": { "ok": true } })
+    );
+    assert!(after
+        .iter()
+        .all(|n| n.user_id == "alice" && !n.read && n.kind == "mention"));
+
+    let newest = store.notifications("alice", false, None, 2).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|n| n.id).collect::<Vec<_>>(),
+        vec![ids[4], ids[3]]
+    );
+    let older = store
+        .notifications("alice", false, Some(ids[3]), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        older.iter().map(|n| n.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1], ids[0]]
+    );
+
+    assert!(store.mark_read("alice", ids[0]).await.unwrap());
+    assert!(
+        !store.mark_read("bob", ids[1]).await.unwrap(),
+        "someone else's notification"
+    );
+    assert!(!store.mark_read("alice", i64::MAX).await.unwrap());
+    let unread = store.notifications("alice", true, None, 10).await.unwrap();
+    assert_eq!(unread.len(), 4);
+    store.mark_all_read("alice").await.unwrap();
+    assert!(store
+        .notifications("alice", true, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .notifications("bob", true, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
 }
 
 async fn ping_answers(store: Arc<dyn Store>) {

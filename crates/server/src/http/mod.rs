@@ -5,6 +5,7 @@
 
 mod api;
 mod health;
+mod notifications;
 
 use std::sync::Arc;
 
@@ -34,6 +35,20 @@ pub fn router(app: Arc<App>, io: &SocketIo) -> Router {
             put(api::add_member).delete(api::remove_member),
         )
         .route("/api/publish", post(api::publish))
+        .route(
+            "/api/notifications",
+            get(notifications::list).post(notifications::create),
+        )
+        .route("/api/notifications/stream", get(notifications::stream))
+        .route("/api/notifications/poll", get(notifications::poll))
+        .route(
+            "/api/notifications/read-all",
+            post(notifications::mark_all_read),
+        )
+        .route(
+            "/api/notifications/{id}/read",
+            post(notifications::mark_read),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -117,6 +132,31 @@ impl FromRequestParts<Arc<App>> for UserAuth {
         app.auth
             .verify(token)
             .map(UserAuth)
+            .map_err(|_| Error::unauthorized().into())
+    }
+}
+
+/// A user authenticated by `Authorization: Bearer` or, for `EventSource`,
+/// which cannot set headers, by `?token=`.
+pub struct StreamAuth(pub User);
+
+impl FromRequestParts<Arc<App>> for StreamAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let from_query = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(k, _)| *k == "token")
+                .map(|(_, v)| v.to_owned())
+        });
+        let token = bearer(parts)
+            .map(str::to_owned)
+            .or(from_query)
+            .ok_or_else(Error::unauthorized)?;
+        app.auth
+            .verify(&token)
+            .map(StreamAuth)
             .map_err(|_| Error::unauthorized().into())
     }
 }

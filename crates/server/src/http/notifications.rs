@@ -1,0 +1,295 @@
+//! The notification endpoints: the SSE stream with `Last-Event-ID` resume, the
+//! long-poll, listing and marking read for users, and creation for the
+//! application's backend (API key).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use bytes::Bytes;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchboard_core::{Error, NewNotification, Notification};
+
+use super::{ApiError, ApiJson, ApiKeyAuth, StreamAuth, UserAuth};
+use crate::app::App;
+use crate::notify::{self, Item, Kind};
+
+/// Notifications read from the store per query while catching up.
+const PAGE: u32 = 500;
+
+fn parse_id(name: &str, value: Option<&str>) -> Result<Option<i64>, Error> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id >= 0)
+            .map(Some)
+            .ok_or_else(|| Error::invalid(format!("{name} must be a notification id"))),
+    }
+}
+
+fn item(notification: &Notification) -> Result<Item, Error> {
+    Ok(Item {
+        id: notification.id,
+        json: serde_json::to_string(notification).map_err(Error::internal)?,
+    })
+}
+
+/// Every notification of a user after `after`, oldest first.
+async fn catch_up(app: &App, user: &str, after: i64) -> Result<Vec<Item>, Error> {
+    let mut items = Vec::new();
+    let mut cursor = after;
+    loop {
+        let page = app.store.notifications_after(user, cursor, PAGE).await?;
+        for n in &page {
+            items.push(item(n)?);
+            cursor = n.id;
+        }
+        if page.len() < PAGE as usize {
+            return Ok(items);
+        }
+    }
+}
+
+// SSE frames are written here rather than with axum's `Sse`: the contract's
+// keep-alive is the comment `:ping`, and axum writes every comment as `: text`.
+const CONNECTED: &str = "data: {\"type\":\"connected\"}\n\n";
+const PING: &str = ":ping\n\n";
+
+/// `id: <id>` and `data: <json>` (serde_json never writes a raw newline).
+fn sse_event(item: &Item) -> Bytes {
+    Bytes::from(format!("id: {}\ndata: {}\n\n", item.id, item.json))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamQuery {
+    last_event_id: Option<String>,
+}
+
+/// `GET /api/notifications/stream`: `{"type":"connected"}` first, then what was
+/// missed after `Last-Event-ID` (header or `?lastEventId=`), then live
+/// notifications, with `:ping` comments in between.
+pub async fn stream(
+    State(app): State<Arc<App>>,
+    StreamAuth(user): StreamAuth,
+    headers: HeaderMap,
+    Query(query): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let last_event_id = parse_id("Last-Event-ID", header.or(query.last_event_id.as_deref()))?;
+    // Listen first, then read what was missed: a notification stored meanwhile is
+    // in both, and the id filter below keeps only its first copy.
+    let (listener, live) = app.hub.listen(&user.id, Kind::Stream).await?;
+    let missed = match last_event_id {
+        Some(after) => catch_up(&app, &user.id, after).await?,
+        None => Vec::new(),
+    };
+    let mut newest = missed.last().map_or(last_event_id.unwrap_or(0), |i| i.id);
+    let connected = stream::once(async { Bytes::from_static(CONNECTED.as_bytes()) });
+    let replay = stream::iter(missed.iter().map(sse_event).collect::<Vec<_>>());
+    let live = tokio_stream_from(live).filter_map(move |item| {
+        let fresh = item.id > newest;
+        newest = newest.max(item.id);
+        std::future::ready(fresh.then(|| sse_event(&item)))
+    });
+    let events = connected.chain(replay).chain(live);
+    let pings = stream::unfold(app.settings.sse_ping_interval, |every| async move {
+        tokio::time::sleep(every).await;
+        Some((Bytes::from_static(PING.as_bytes()), every))
+    });
+    // Ends when the events end (the listener was dropped as a slow consumer);
+    // the listener lives as long as the response body, so a closed stream frees it.
+    let events = events.map(Some).chain(stream::once(async { None }));
+    let body = stream::select(events, pings.map(Some))
+        .take_while(|chunk| std::future::ready(chunk.is_some()))
+        .filter_map(std::future::ready)
+        .map(move |chunk| {
+            let _ = &listener;
+            Ok::<_, Infallible>(chunk)
+        });
+    metrics::counter!("switchboard_sse_streams_opened_total").increment(1);
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// An mpsc receiver as a stream.
+fn tokio_stream_from<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl Stream<Item = T> + Send {
+    stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}
+
+#[derive(Deserialize)]
+pub struct PollQuery {
+    after: Option<String>,
+    timeout: Option<String>,
+}
+
+/// `GET /api/notifications/poll?after=ID&timeout=S`
+pub async fn poll(
+    State(app): State<Arc<App>>,
+    StreamAuth(user): StreamAuth,
+    Query(query): Query<PollQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let after = parse_id("after", query.after.as_deref())?.unwrap_or(0);
+    let max = app.settings.max_poll_secs;
+    let timeout = match query.timeout.as_deref() {
+        None => max,
+        Some(t) => t
+            .parse::<u64>()
+            .map_err(|_| Error::invalid("timeout must be a whole number of seconds"))?
+            .min(max),
+    };
+    let (_listener, mut live) = app.hub.listen(&user.id, Kind::Poll).await?;
+    let mut found = app
+        .store
+        .notifications_after(&user.id, after, PAGE)
+        .await
+        .map_err(Error::from)?;
+    if found.is_empty() {
+        let woke = tokio::time::timeout(Duration::from_secs(timeout), live.recv()).await;
+        if matches!(woke, Ok(Some(_))) {
+            found = app
+                .store
+                .notifications_after(&user.id, after, PAGE)
+                .await
+                .map_err(Error::from)?;
+        }
+    }
+    let last_id = found.last().map_or(after, |n| n.id);
+    Ok(Json(json!({ "notifications": found, "lastId": last_id })))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    unread: Option<String>,
+    before: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/notifications?unread=true&before=ID&limit=N`, newest first.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    UserAuth(user): UserAuth,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let unread = match query.unread.as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(_) => return Err(Error::invalid("unread must be true or false").into()),
+    };
+    let before = parse_id("before", query.before.as_deref())?;
+    let limit = match query.limit.as_deref() {
+        None => 50,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| *l >= 1)
+            .ok_or_else(|| Error::invalid("limit must be a positive integer"))?
+            .min(200) as u32,
+    };
+    let found = app
+        .store
+        .notifications(&user.id, unread, before, limit)
+        .await
+        .map_err(Error::from)?;
+    Ok(Json(json!({ "notifications": found })))
+}
+
+/// `POST /api/notifications/{id}/read`: 204, or 404 for an id that is not the user's.
+pub async fn mark_read(
+    State(app): State<Arc<App>>,
+    UserAuth(user): UserAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let Ok(id) = id.parse::<i64>() else {
+        return Err(Error::not_found("no such notification").into());
+    };
+    if app
+        .store
+        .mark_read(&user.id, id)
+        .await
+        .map_err(Error::from)?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::not_found("no such notification").into())
+    }
+}
+
+/// `POST /api/notifications/read-all`
+pub async fn mark_all_read(
+    State(app): State<Arc<App>>,
+    UserAuth(user): UserAuth,
+) -> Result<StatusCode, ApiError> {
+    app.store
+        .mark_all_read(&user.id)
+        .await
+        .map_err(Error::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Create {
+    user_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// `POST /api/notifications` `{ userId, type, data }` → 201 `{ id, createdAt }`:
+/// persisted, then delivered to every stream and poll of the user on any node.
+pub async fn create(
+    State(app): State<Arc<App>>,
+    _: ApiKeyAuth,
+    ApiJson(body): ApiJson<Create>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let new = NewNotification {
+        user_id: body.user_id,
+        kind: body.kind,
+        data: body.data,
+        created_at: switchboard_core::time::now_millis(),
+    };
+    new.check(app.settings.max_notification_bytes)?;
+    let stored = app
+        .store
+        .insert_notification(&new)
+        .await
+        .map_err(Error::from)?;
+    metrics::counter!("switchboard_notifications_persisted_total").increment(1);
+    // Stored: a failed publish is caught up by Last-Event-ID or the next poll.
+    match notify::payload(&stored) {
+        Ok(payload) => {
+            if let Err(e) = app
+                .broker
+                .publish(&notify::channel(&stored.user_id), payload)
+                .await
+            {
+                tracing::error!(error = %e, id = stored.id, "publishing a stored notification failed");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "encoding a notification failed"),
+    }
+    let body = json!({ "id": stored.id, "createdAt": switchboard_core::time::rfc3339_millis(stored.created_at) });
+    Ok((StatusCode::CREATED, Json(body)))
+}
