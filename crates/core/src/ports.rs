@@ -34,6 +34,9 @@ pub trait Store: Send + Sync + 'static {
     /// Messages of a workspace within a window, oldest first.
     async fn messages(&self, workspace: &str, window: Window) -> Result<Vec<Message>, StoreError>;
 
+    /// The highest message id stored so far (0 when there is none).
+    async fn max_message_id(&self) -> Result<i64, StoreError>;
+
     /// Messages of any of `workspaces` with an id above `after`, oldest first, at most `limit`.
     async fn messages_since(
         &self,

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::notify::Hub;
-use crate::realtime::{self, fanout, Sequencers};
+use crate::realtime::{self, fanout, Writer};
 
 /// Shared state of one server process.
 pub struct App {
@@ -21,7 +21,7 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub broker: Arc<dyn Broker>,
     pub limits: MessageLimits,
-    pub sequencers: Sequencers,
+    pub writer: Writer,
     pub hub: Arc<Hub>,
     pub metrics: PrometheusHandle,
 }
@@ -92,11 +92,15 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
     let notification_hub = Arc::new(Hub::new(broker.clone(), settings.max_streams_per_user));
     let _ = hub.set(notification_hub.clone());
 
-    let app = Arc::new(App {
+    let last_published = store
+        .max_message_id()
+        .await
+        .context("reading the last message id")?;
+    let app = Arc::new_cyclic(|app| App {
         limits: MessageLimits {
             max_chars: settings.max_message_chars,
         },
-        sequencers: Sequencers::default(),
+        writer: Writer::start(app.clone(), last_published),
         hub: notification_hub,
         auth,
         store,

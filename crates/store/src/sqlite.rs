@@ -175,6 +175,13 @@ impl Store for SqliteStore {
         Ok(found)
     }
 
+    async fn max_message_id(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM messages")
+            .fetch_one(&self.writer)
+            .await
+            .map_err(store_error)
+    }
+
     async fn messages_since(
         &self,
         workspaces: &[String],

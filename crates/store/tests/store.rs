@@ -105,6 +105,7 @@ for_each_store!(
 );
 
 async fn ids_increase_across_workspaces(store: Arc<dyn Store>) {
+    assert_eq!(store.max_message_id().await.unwrap(), 0);
     let first = store
         .insert_messages(&[new_message("w1", "a"), new_message("w2", "b")])
         .await

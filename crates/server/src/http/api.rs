@@ -10,11 +10,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard_core::chat::check_id;
 use switchboard_core::{Error, Window};
-use switchboard_socketio::encode_event_frame;
 
 use super::{ApiError, ApiJson, ApiKeyAuth, UserAuth};
 use crate::app::App;
-use crate::realtime::fanout;
 
 #[derive(Deserialize)]
 pub struct WindowQuery {
@@ -120,14 +118,8 @@ pub async fn publish(
             Error::invalid("event must be 1 to 64 characters and not a reserved name").into(),
         );
     }
-    let frame = encode_event_frame("/", &body.event, &body.data).map_err(Error::internal)?;
-    metrics::counter!("switchboard_broadcasts_total").increment(1);
-    app.broker
-        .publish(
-            &fanout::channel(&body.workspace_id),
-            fanout::envelope(&frame, None),
-        )
-        .await
-        .map_err(Error::from)?;
+    app.writer
+        .publish(body.workspace_id, body.event, body.data)
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -35,7 +35,6 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    metrics::gauge!("switchboard_active_sequencers").set(app.sequencers.active() as f64);
     metrics::gauge!("switchboard_notification_listeners").set(app.hub.listener_count() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

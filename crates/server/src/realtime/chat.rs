@@ -47,8 +47,7 @@ async fn join(app: &Arc<App>, socket: &Socket, user: &User, args: Vec<Value>) ->
     if !app.may_access(user, &workspace).await? {
         return Err(Error::forbidden());
     }
-    app.sequencers.join(app, &workspace, socket, since).await?;
-    let _ = socket.emit("joined", &json!({ "workspaceId": workspace }));
+    app.writer.join(socket, workspace, since).await?;
     Ok(Map::new())
 }
 
@@ -92,7 +91,7 @@ async fn send(app: &Arc<App>, socket: &Socket, user: &User, args: Vec<Value>) ->
         client_msg_id,
         created_at: switchboard_core::time::now_millis(),
     };
-    let stored = app.sequencers.send(app, message).await?;
+    let stored = app.writer.send(message).await?;
     let mut ack = Map::new();
     ack.insert("id".into(), json!(stored.id));
     ack.insert(

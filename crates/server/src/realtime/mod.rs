@@ -1,12 +1,12 @@
 //! The Socket.IO side of Switchboard: authenticating a CONNECT, recovering a
 //! session, and running each socket's events one at a time, in order.
 //!
-//! Event handlers are in `chat.rs`; the per-workspace writer in `sequencer.rs`;
+//! Event handlers are in `chat.rs`; the node's writer in `writer.rs`;
 //! broker channels and the delivery to local rooms in `fanout.rs`.
 
 mod chat;
 pub mod fanout;
-mod sequencer;
+mod writer;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ use switchboard_socketio::{
     Handler, RecoveryRequest, Socket,
 };
 
-pub use sequencer::Sequencers;
+pub use writer::Writer;
 
 use crate::app::App;
 
@@ -263,18 +263,15 @@ async fn recover(app: &Arc<App>, socket: &Socket, user: &User, request: &Recover
             return false;
         }
     };
-    for workspace in &session.workspaces {
-        if !matches!(app.may_access(user, workspace).await, Ok(true)) {
-            continue;
+    let mut accessible = Vec::new();
+    for workspace in session.workspaces {
+        if matches!(app.may_access(user, &workspace).await, Ok(true)) {
+            accessible.push(workspace);
         }
-        if let Err(e) = app
-            .sequencers
-            .join(app, workspace, socket, Some(offset))
-            .await
-        {
-            tracing::warn!(error = %e, workspace, "rejoining a workspace during recovery failed");
-            return false;
-        }
+    }
+    if let Err(e) = app.writer.admit(socket, accessible, Some(offset)).await {
+        tracing::warn!(error = %e, "rejoining workspaces during recovery failed");
+        return false;
     }
     true
 }
