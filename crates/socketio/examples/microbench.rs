@@ -128,6 +128,8 @@ async fn drive(connections: usize, broadcasts: u64) -> Result<(), Box<dyn std::e
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cpu_ticks_used = cpu_ticks(pid)? - cpu_before;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after_broadcast = rss_kib(pid)?;
     let got = received.load(Ordering::Relaxed);
     let ticks_per_sec = 100.0; // USER_HZ on Linux
     let cpu_us_per_delivery = cpu_ticks_used as f64 / ticks_per_sec * 1e6 / got.max(1) as f64;
@@ -141,6 +143,10 @@ async fn drive(connections: usize, broadcasts: u64) -> Result<(), Box<dyn std::e
         cpu_ticks_used as f64 / ticks_per_sec
     );
     println!("CPU per delivery       {cpu_us_per_delivery:.3} us");
+    println!(
+        "after the broadcast    {:.2} KiB per connection (buffers the burst left allocated)",
+        (rss_after_broadcast - rss_before) as f64 / (connections - 1) as f64
+    );
     drop(clients);
     let _ = server.kill().await;
     if got != expected {

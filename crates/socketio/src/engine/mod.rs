@@ -60,7 +60,8 @@ impl Default for EngineConfig {
             max_queued_frames: 1024,
             upgrade_timeout: Duration::from_secs(10),
             ws_read_buffer: 1024,
-            ws_write_buffer: 64 * 1024,
+            // tungstenite never shrinks its write buffer: keep what a burst can leave behind small.
+            ws_write_buffer: 4 * 1024,
         }
     }
 }

@@ -142,8 +142,10 @@ async fn run<H: EngineHandler>(
         .write_buffer_size(engine.config.ws_write_buffer)
         .max_message_size(Some(engine.config.max_payload))
         .max_frame_size(Some(engine.config.max_payload));
-    // Unwrap hyper's boxed connection back into the plain TCP stream when we can:
-    // it drops a layer of indirection and a buffer per connection. The connection
+    // Unwrap hyper's boxed connection back into the plain TCP stream when we can
+    // (served by hyper's HTTP/1 server; `axum::serve` wraps the stream in a type
+    // of its own, and the fallback below is taken): it saves about 0.35 KiB and
+    // an indirection per connection. The connection
     // then gets a task of its own, sized for the session alone, while this one
     // (and what the upgrade needed) ends.
     match upgraded.downcast::<TokioIo<TcpStream>>() {
