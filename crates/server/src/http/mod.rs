@@ -187,8 +187,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
+        match Json::<serde_json::Value>::from_request(req, state).await {
+            // serde would also read a struct from an array; the API takes objects only.
+            Ok(Json(value @ serde_json::Value::Object(_))) => serde_json::from_value(value)
+                .map(ApiJson)
+                .map_err(|e| Error::invalid(e.to_string()).into()),
+            Ok(Json(_)) => Err(Error::invalid("the body must be a JSON object").into()),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(Error::new(ErrorCode::TooLarge, "request body too large").into())
             }

@@ -19,7 +19,7 @@ use switchboard_core::{Error, NewNotification, Notification};
 
 use super::{ApiError, ApiJson, ApiKeyAuth, StreamAuth, UserAuth};
 use crate::app::App;
-use crate::notify::{self, Item, Kind};
+use crate::notify::{Item, Kind};
 
 /// Notifications read from the store per query while catching up.
 const PAGE: u32 = 500;
@@ -271,25 +271,7 @@ pub async fn create(
         created_at: switchboard_core::time::now_millis(),
     };
     new.check(app.settings.max_notification_bytes)?;
-    let stored = app
-        .store
-        .insert_notification(&new)
-        .await
-        .map_err(Error::from)?;
-    metrics::counter!("switchboard_notifications_persisted_total").increment(1);
-    // Stored: a failed publish is caught up by Last-Event-ID or the next poll.
-    match notify::payload(&stored) {
-        Ok(payload) => {
-            if let Err(e) = app
-                .broker
-                .publish(&notify::channel(&stored.user_id), payload)
-                .await
-            {
-                tracing::error!(error = %e, id = stored.id, "publishing a stored notification failed");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "encoding a notification failed"),
-    }
+    let stored = app.writer.notify(new).await?;
     let body = json!({ "id": stored.id, "createdAt": switchboard_core::time::rfc3339_millis(stored.created_at) });
     Ok((StatusCode::CREATED, Json(body)))
 }

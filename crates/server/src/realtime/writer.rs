@@ -1,7 +1,7 @@
 //! The node's writer: the one task that persists chat messages, publishes every
 //! workspace broadcast, and admits sockets into workspace rooms.
 //!
-//! Everything that must not interleave goes through it. A message is stored
+//! Everything that must not interleave goes through it, notifications too. A message is stored
 //! before it is broadcast. Broadcasts leave this node in the order of message
 //! ids, across all workspaces, so every socket receives them in id order, and a
 //! socket that has received the broadcast carrying offset N has received every
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use switchboard_core::{Error, Message, NewMessage};
+use switchboard_core::{Error, Message, NewMessage, NewNotification, Notification};
 use switchboard_socketio::{encode_event_frame, Socket, Utf8Bytes};
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,6 +36,7 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Command {
     Send(NewMessage, Reply<Message>),
+    Notify(NewNotification, Reply<Notification>),
     Publish {
         workspace: String,
         event: String,
@@ -79,6 +80,14 @@ impl Writer {
     /// Stores a message, then broadcasts it to its workspace.
     pub async fn send(&self, message: NewMessage) -> Result<Message, Error> {
         self.ask(|reply| Command::Send(message, reply)).await
+    }
+
+    /// Stores a notification, then publishes it to the user's streams and polls
+    /// on every node. Through the writer so that, on this node, notifications
+    /// are committed and published in id order: a client resuming after the
+    /// last id it saw can then never miss an earlier one committed later.
+    pub async fn notify(&self, notification: NewNotification) -> Result<Notification, Error> {
+        self.ask(|reply| Command::Notify(notification, reply)).await
     }
 
     /// Broadcasts an event (not stored) to a workspace, on every node.
@@ -175,6 +184,9 @@ async fn run(
                 }
                 state.store_and_publish(batch).await;
             }
+            Command::Notify(notification, reply) => {
+                let _ = reply.send(state.notify(&notification).await);
+            }
             Command::Publish {
                 workspace,
                 event,
@@ -228,6 +240,18 @@ impl State {
             }
             let _ = reply.send(Ok(message));
         }
+    }
+
+    async fn notify(&self, notification: &NewNotification) -> Result<Notification, Error> {
+        let stored = self.app.store.insert_notification(notification).await?;
+        metrics::counter!("switchboard_notifications_persisted_total").increment(1);
+        // Stored: a failed publish is caught up by Last-Event-ID or the next poll.
+        let payload = crate::notify::payload(&stored)?;
+        let channel = crate::notify::channel(&stored.user_id);
+        if let Err(e) = self.app.broker.publish(&channel, payload).await {
+            tracing::error!(error = %e, id = stored.id, "publishing a stored notification failed");
+        }
+        Ok(stored)
     }
 
     async fn publish_event(
