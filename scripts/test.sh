@@ -21,7 +21,7 @@ cargo build --release --locked -p switchboard-socketio --examples
 echo "== cargo test (release)"
 cargo test --release --locked --workspace
 
-echo "== end-to-end tests (socket.io-client, ws, jsonwebtoken)"
+echo "== end-to-end tests (socket.io-client, eventsource, ws, jsonwebtoken)"
 cd tests/e2e
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
