@@ -4,5 +4,7 @@
 //! straight to the delivery handler for the channels this node subscribed to.
 
 mod memory;
+mod presence;
 
 pub use memory::MemoryBroker;
+pub use presence::MemoryPresence;

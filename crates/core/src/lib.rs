@@ -17,4 +17,6 @@ pub use auth::{Authenticator, Claims, User};
 pub use chat::{Message, MessageLimits, NewMessage, Window};
 pub use error::{Error, ErrorCode};
 pub use notify::{NewNotification, Notification};
-pub use ports::{Broker, BrokerError, Delivery, RecoverySession, Store, StoreError};
+pub use ports::{
+    Broker, BrokerError, Delivery, Presence, PresenceEntry, RecoverySession, Store, StoreError,
+};

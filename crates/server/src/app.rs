@@ -5,14 +5,14 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use switchboard_broker::MemoryBroker;
-use switchboard_core::{Authenticator, Broker, Delivery, MessageLimits, Store};
+use switchboard_broker::{MemoryBroker, MemoryPresence};
+use switchboard_core::{Authenticator, Broker, Delivery, MessageLimits, Presence, Store};
 use switchboard_socketio::{EngineConfig, IoConfig, Namespace, SocketIo};
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::notify::Hub;
-use crate::realtime::{self, fanout, Writer};
+use crate::realtime::{self, fanout, presence, Typing, Writer};
 
 /// Shared state of one server process.
 pub struct App {
@@ -22,6 +22,10 @@ pub struct App {
     pub broker: Arc<dyn Broker>,
     pub limits: MessageLimits,
     pub writer: Writer,
+    pub presence: Arc<dyn Presence>,
+    pub typing: Typing,
+    /// The main Socket.IO namespace, once built.
+    pub namespace: Arc<OnceLock<Namespace>>,
     pub hub: Arc<Hub>,
     pub metrics: PrometheusHandle,
 }
@@ -101,6 +105,9 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
             max_chars: settings.max_message_chars,
         },
         writer: Writer::start(app.clone(), last_published),
+        presence: Arc::new(MemoryPresence::default()),
+        typing: Typing::default(),
+        namespace: namespace.clone(),
         hub: notification_hub,
         auth,
         store,
@@ -123,6 +130,11 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
         .build();
     let main_namespace = io.namespace("/").context("main namespace missing")?;
     let _ = namespace.set(main_namespace);
+    tokio::spawn(presence::housekeeping(
+        Arc::downgrade(&app),
+        app.settings.presence_ttl / 3,
+    ));
+    tokio::spawn(presence::typing_housekeeping(Arc::downgrade(&app)));
     Ok((app, io))
 }
 

@@ -64,6 +64,15 @@ pub struct SettingArgs {
     /// Largest `data` of a notification, in bytes of JSON. Default 16384.
     #[arg(long, env = "SWITCHBOARD_MAX_NOTIFICATION_BYTES")]
     pub max_notification_bytes: Option<usize>,
+    /// Presence entries expire this long after their last refresh, in milliseconds. Default 30000.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL_MS")]
+    pub presence_ttl_ms: Option<u64>,
+    /// A typing state ends this long after its last `typing_start`, in milliseconds. Default 6000.
+    #[arg(long, env = "SWITCHBOARD_TYPING_TIMEOUT_MS")]
+    pub typing_timeout_ms: Option<u64>,
+    /// Typing events a connection may send per second; the rest are dropped. Default 5.
+    #[arg(long, env = "SWITCHBOARD_TYPING_EVENTS_PER_SECOND")]
+    pub typing_events_per_second: Option<u32>,
     /// Engine.IO ping interval, in milliseconds. Default 25000.
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL_MS")]
     pub ping_interval_ms: Option<u64>,
@@ -94,6 +103,9 @@ struct FileSettings {
     max_streams_per_user: Option<usize>,
     max_poll_secs: Option<u64>,
     max_notification_bytes: Option<usize>,
+    presence_ttl_ms: Option<u64>,
+    typing_timeout_ms: Option<u64>,
+    typing_events_per_second: Option<u32>,
 }
 
 /// Everything the server runs with, defaults applied.
@@ -117,6 +129,9 @@ pub struct Settings {
     pub max_streams_per_user: usize,
     pub max_poll_secs: u64,
     pub max_notification_bytes: usize,
+    pub presence_ttl: Duration,
+    pub typing_timeout: Duration,
+    pub typing_events_per_second: u32,
 }
 
 const DEFAULT_CONFIG_FILE: &str = "switchboard.toml";
@@ -186,12 +201,33 @@ impl Settings {
                 file.max_notification_bytes,
                 16 * 1024,
             ),
+            presence_ttl: Duration::from_millis(pick(
+                &args.presence_ttl_ms,
+                file.presence_ttl_ms,
+                30_000,
+            )),
+            typing_timeout: Duration::from_millis(pick(
+                &args.typing_timeout_ms,
+                file.typing_timeout_ms,
+                6_000,
+            )),
+            typing_events_per_second: pick(
+                &args.typing_events_per_second,
+                file.typing_events_per_second,
+                5,
+            ),
         };
         settings.check()?;
         Ok(settings)
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        if self.presence_ttl.as_millis() < 300
+            || self.typing_timeout.is_zero()
+            || self.typing_events_per_second == 0
+        {
+            bail!("presence_ttl_ms must be at least 300; typing_timeout_ms and typing_events_per_second positive");
+        }
         if self.max_message_chars == 0 || self.max_payload < 1024 || self.events_per_second == 0 {
             bail!("max_message_chars and events_per_second must be positive, max_payload at least 1024");
         }

@@ -106,6 +106,11 @@ impl Namespace {
         read(&self.0.rooms).get(room).map_or(0, HashMap::len)
     }
 
+    /// The rooms with at least one socket on this node.
+    pub fn rooms(&self) -> Vec<Room> {
+        read(&self.0.rooms).keys().cloned().collect()
+    }
+
     /// The sockets in a room on this node.
     pub fn room_sockets(&self, room: &str) -> Vec<Socket> {
         read(&self.0.rooms)

@@ -58,29 +58,33 @@ pub async fn messages(
 pub async fn add_member(
     State(app): State<Arc<App>>,
     _: ApiKeyAuth,
-    Path((workspace, user)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    check_id("workspace id", &workspace)?;
-    check_id("user id", &user)?;
-    app.store
-        .add_member(&user, &workspace)
-        .await
-        .map_err(Error::from)?;
-    Ok(StatusCode::NO_CONTENT)
+    change_membership(&app, ids, true).await
 }
 
 /// `DELETE /api/workspaces/{id}/members/{userId}`
 pub async fn remove_member(
     State(app): State<Arc<App>>,
     _: ApiKeyAuth,
-    Path((workspace, user)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    change_membership(&app, ids, false).await
+}
+
+async fn change_membership(
+    app: &App,
+    (workspace, user): (String, String),
+    member: bool,
 ) -> Result<StatusCode, ApiError> {
     check_id("workspace id", &workspace)?;
     check_id("user id", &user)?;
-    app.store
-        .remove_member(&user, &workspace)
-        .await
-        .map_err(Error::from)?;
+    let changed = if member {
+        app.store.add_member(&user, &workspace).await
+    } else {
+        app.store.remove_member(&user, &workspace).await
+    };
+    changed.map_err(Error::from)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -122,4 +126,18 @@ pub async fn publish(
         .publish(body.workspace_id, body.event, body.data)
         .await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `GET /api/workspaces/{id}/presence`: `{ users: [{ userId, name? }] }`.
+pub async fn presence(
+    State(app): State<Arc<App>>,
+    UserAuth(user): UserAuth,
+    Path(workspace): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_id("workspace id", &workspace)?;
+    if !app.may_access(&user, &workspace).await? {
+        return Err(Error::forbidden().into());
+    }
+    let users = crate::realtime::presence::users(&app, &workspace).await?;
+    Ok(Json(json!({ "users": users })))
 }

@@ -34,6 +34,7 @@ pub fn router(app: Arc<App>, io: &SocketIo) -> Router {
             "/api/workspaces/{id}/members/{user}",
             put(api::add_member).delete(api::remove_member),
         )
+        .route("/api/workspaces/{id}/presence", get(api::presence))
         .route("/api/publish", post(api::publish))
         .route(
             "/api/notifications",

@@ -9,7 +9,7 @@ use switchboard_core::chat::check_id;
 use switchboard_core::{Error, NewMessage, User, Window};
 use switchboard_socketio::Socket;
 
-use super::fanout;
+use super::{fanout, presence};
 use crate::app::App;
 
 type Reply = Result<Map<String, Value>, Error>;
@@ -26,6 +26,20 @@ pub async fn handle(
         "leave_workspace" => leave(app, socket, args).await,
         "message" => send(app, socket, user, args).await,
         "history" => history(app, user, args).await,
+        "typing_start" | "typing_stop" => {
+            let workspace = workspace_arg(args)?;
+            presence::typing(app, socket, user, &workspace, event == "typing_start").await?;
+            Ok(Map::new())
+        }
+        "presence" => {
+            let workspace = workspace_arg(args)?;
+            if !app.may_access(user, &workspace).await? {
+                return Err(Error::forbidden());
+            }
+            let mut ack = Map::new();
+            ack.insert("users".into(), presence::users(app, &workspace).await?);
+            Ok(ack)
+        }
         _ => Err(Error::invalid(format!("unknown event {event:?}"))),
     }
 }
@@ -47,7 +61,8 @@ async fn join(app: &Arc<App>, socket: &Socket, user: &User, args: Vec<Value>) ->
     if !app.may_access(user, &workspace).await? {
         return Err(Error::forbidden());
     }
-    app.writer.join(socket, workspace, since).await?;
+    app.writer.join(socket, workspace.clone(), since).await?;
+    presence::entered(app, socket, user, &workspace).await;
     Ok(Map::new())
 }
 
@@ -60,6 +75,7 @@ async fn leave(app: &Arc<App>, socket: &Socket, args: Vec<Value>) -> Reply {
     let room = fanout::room(&workspace);
     if socket.in_room(&room) {
         socket.leave(&room);
+        presence::left(app, socket.id(), &workspace).await;
         app.broker.unsubscribe(&fanout::channel(&workspace)).await?;
     }
     Ok(Map::new())
@@ -116,6 +132,17 @@ async fn history(app: &Arc<App>, user: &User, args: Vec<Value>) -> Reply {
     let mut ack = Map::new();
     ack.insert("messages".into(), json!(messages));
     Ok(ack)
+}
+
+/// `{ workspaceId }` (or the id alone) of the typing and presence events.
+fn workspace_arg(args: Vec<Value>) -> Result<String, Error> {
+    let workspace = match args.into_iter().next() {
+        Some(Value::String(workspace)) => workspace,
+        Some(Value::Object(fields)) => string(&fields, "workspaceId")?.to_owned(),
+        _ => return Err(Error::invalid("expected { workspaceId }")),
+    };
+    check_id("workspaceId", &workspace)?;
+    Ok(workspace)
 }
 
 /// The first argument, which must be an object.

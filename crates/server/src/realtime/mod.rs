@@ -6,6 +6,7 @@
 
 mod chat;
 pub mod fanout;
+pub mod presence;
 mod writer;
 
 use std::collections::VecDeque;
@@ -19,6 +20,7 @@ use switchboard_socketio::{
     Handler, RecoveryRequest, Socket,
 };
 
+pub use presence::Typing;
 pub use writer::Writer;
 
 use crate::app::App;
@@ -40,6 +42,8 @@ pub struct Conn {
     transport: &'static str,
     queue: Mutex<EventQueue>,
     bucket: Mutex<TokenBucket>,
+    /// Typing events past this rate are dropped without an answer.
+    typing_bucket: Mutex<TokenBucket>,
 }
 
 #[derive(Default)]
@@ -108,6 +112,9 @@ impl Handler for Realtime {
                 transport: socket.transport().as_str(),
                 queue: Mutex::default(),
                 bucket: Mutex::new(TokenBucket::new(self.app.settings.events_per_second)),
+                typing_bucket: Mutex::new(TokenBucket::new(
+                    self.app.settings.typing_events_per_second,
+                )),
             });
             match request.recovery {
                 Some(recovery) if recover(&self.app, socket, &user, &recovery).await => {
@@ -164,8 +171,10 @@ impl Handler for Realtime {
             .pid()
             .filter(|_| matches!(reason, DisconnectReason::Transport(_)));
         let user = socket.data::<Conn>().map(|c| c.user.id.clone());
+        let socket_id = socket.id();
         tokio::spawn(async move {
             for workspace in &workspaces {
+                presence::left(&app, socket_id, workspace).await;
                 let _ = app.broker.unsubscribe(&fanout::channel(workspace)).await;
             }
             if let (Some(pid), Some(user_id)) = (pid, user) {
@@ -206,6 +215,12 @@ async fn work_through_events(app: Arc<App>, socket: Socket) {
             lossy_text,
             ..
         } = event;
+        let typing = name == "typing_start" || name == "typing_stop";
+        if typing && !lock(&conn.typing_bucket).allow() {
+            metrics::counter!("switchboard_events_dropped_total", "reason" => "typing_rate")
+                .increment(1);
+            continue;
+        }
         let result = if lossy_text {
             Err(Error::invalid(
                 "text must be valid Unicode (no lone surrogates)",
@@ -269,9 +284,16 @@ async fn recover(app: &Arc<App>, socket: &Socket, user: &User, request: &Recover
             accessible.push(workspace);
         }
     }
-    if let Err(e) = app.writer.admit(socket, accessible, Some(offset)).await {
+    if let Err(e) = app
+        .writer
+        .admit(socket, accessible.clone(), Some(offset))
+        .await
+    {
         tracing::warn!(error = %e, "rejoining workspaces during recovery failed");
         return false;
+    }
+    for workspace in &accessible {
+        presence::entered(app, socket, user, workspace).await;
     }
     true
 }
