@@ -6,13 +6,14 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use switchboard_core::{BrokerError, Presence, PresenceEntry};
 
+/// Connection → (entry, expires_at), for one workspace.
+type Entries = HashMap<String, (PresenceEntry, i64)>;
+
 #[derive(Default)]
 pub struct MemoryPresence {
-    /// workspace → connection → (entry, expires_at)
-    workspaces: Mutex<HashMap<String, HashMap<String, (PresenceEntry, i64)>>>,
+    /// Workspace → its entries.
+    workspaces: Mutex<HashMap<String, Entries>>,
 }
-
-type Entries = HashMap<String, (PresenceEntry, i64)>;
 
 fn user_present(entries: &Entries, user: &str, now: i64) -> bool {
     entries

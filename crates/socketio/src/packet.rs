@@ -158,9 +158,7 @@ fn replace_lone_surrogates(json: &str) -> Option<String> {
             i += 2; // any other escape, \\ included
             continue;
         }
-        let Some(unit) = hex_at(i + 2) else {
-            return None;
-        };
+        let unit = hex_at(i + 2)?;
         let paired = (0xD800..0xDC00).contains(&unit)
             && is_escape_u(i + 6)
             && hex_at(i + 8).is_some_and(|low| (0xDC00..0xE000).contains(&low));
