@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::notify::Hub;
-use crate::realtime::{self, fanout, presence, Typing, Writer};
+use crate::realtime::{self, fanout, presence, ConnectionCounts, Typing, Writer};
 
 /// Shared state of one server process.
 pub struct App {
@@ -24,6 +24,7 @@ pub struct App {
     pub writer: Writer,
     pub presence: Arc<dyn Presence>,
     pub typing: Typing,
+    pub connections: ConnectionCounts,
     /// The main Socket.IO namespace, once built.
     pub namespace: Arc<OnceLock<Namespace>>,
     pub hub: Arc<Hub>,
@@ -107,6 +108,7 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
         writer: Writer::start(app.clone(), last_published),
         presence: Arc::new(MemoryPresence::default()),
         typing: Typing::default(),
+        connections: ConnectionCounts::default(),
         namespace: namespace.clone(),
         hub: notification_hub,
         auth,

@@ -46,6 +46,9 @@ pub struct SettingArgs {
     /// Events a connection may send per second. Default 50.
     #[arg(long, env = "SWITCHBOARD_EVENTS_PER_SECOND")]
     pub events_per_second: Option<u32>,
+    /// Socket.IO connections one user may have open on a node. Default 50.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
     /// Workspaces one connection may be in at once. Default 100.
     #[arg(long, env = "SWITCHBOARD_MAX_ROOMS_PER_CONNECTION")]
     pub max_rooms_per_connection: Option<usize>,
@@ -104,6 +107,7 @@ struct FileSettings {
     max_poll_secs: Option<u64>,
     max_notification_bytes: Option<usize>,
     presence_ttl_ms: Option<u64>,
+    max_connections_per_user: Option<usize>,
     typing_timeout_ms: Option<u64>,
     typing_events_per_second: Option<u32>,
 }
@@ -130,6 +134,7 @@ pub struct Settings {
     pub max_poll_secs: u64,
     pub max_notification_bytes: usize,
     pub presence_ttl: Duration,
+    pub max_connections_per_user: usize,
     pub typing_timeout: Duration,
     pub typing_events_per_second: u32,
 }
@@ -211,6 +216,11 @@ impl Settings {
                 file.typing_timeout_ms,
                 6_000,
             )),
+            max_connections_per_user: pick(
+                &args.max_connections_per_user,
+                file.max_connections_per_user,
+                50,
+            ),
             typing_events_per_second: pick(
                 &args.typing_events_per_second,
                 file.typing_events_per_second,

@@ -1,5 +1,5 @@
-// Configurable limits (DESIGN.md sections 3 and 7): the message size and the
-// events per second of a connection. Runs against SQLite and PostgreSQL.
+// Configurable limits (DESIGN.md sections 3 and 7): the message size, the events
+// per second of a connection, and the connections of a user. Runs against SQLite and PostgreSQL.
 //
 // Run: SWITCHBOARD_BIN=path/to/switchboard npm run test:server
 
@@ -12,11 +12,14 @@ import {
   assertFailure,
   collect,
   collectMessages,
+  connectRefused,
+  connected,
   emitAck,
   expectCount,
   history,
   join,
   send,
+  userToken,
 } from "../lib/switchboard.mjs";
 
 for (const store of STORES) {
@@ -110,3 +113,35 @@ for (const store of STORES) {
     });
   });
 }
+
+describe("SWITCHBOARD_MAX_CONNECTIONS_PER_USER=2", () => {
+  let server;
+  const clients = new Clients();
+  before(async () => {
+    server = await startSwitchboard({ env: { SWITCHBOARD_MAX_CONNECTIONS_PER_USER: "2" } });
+  });
+  after(async () => {
+    clients.closeAll();
+    await server?.stop();
+  });
+
+  test("a user's third connection is refused; others are not; a closed one frees its place", async () => {
+    const first = await clients.connect(server, { sub: "alice" });
+    await clients.connect(server, { sub: "alice" });
+    const third = clients.socket(server, { token: userToken(server.secret, "alice") });
+    const refusal = await connectRefused(third);
+    assert.equal(refusal.message, "Too many connections");
+    await clients.connect(server, { sub: "bob" });
+    first.disconnect();
+    await eventually(async () => {
+      const again = clients.socket(server, { token: userToken(server.secret, "alice") });
+      try {
+        await connected(again, 2_000);
+        return true;
+      } catch {
+        again.disconnect();
+        return false;
+      }
+    }, 5_000);
+  });
+});

@@ -36,6 +36,30 @@ impl Realtime {
     }
 }
 
+/// Connected sockets per user on this node, for the per-user limit.
+#[derive(Default)]
+pub struct ConnectionCounts(Mutex<std::collections::HashMap<String, usize>>);
+
+impl ConnectionCounts {
+    pub fn count(&self, user: &str) -> usize {
+        lock(&self.0).get(user).copied().unwrap_or(0)
+    }
+
+    fn add(&self, user: &str) {
+        *lock(&self.0).entry(user.to_owned()).or_default() += 1;
+    }
+
+    fn remove(&self, user: &str) {
+        let mut counts = lock(&self.0);
+        if let Some(n) = counts.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(user);
+            }
+        }
+    }
+}
+
 /// What Switchboard keeps per socket.
 pub struct Conn {
     pub user: User,
@@ -107,6 +131,10 @@ impl Handler for Realtime {
                     return Err(ConnectError::new("Authentication failed"));
                 }
             };
+            if self.app.connections.count(&user.id) >= self.app.settings.max_connections_per_user {
+                count_error(ErrorCode::RateLimited);
+                return Err(ConnectError::new("Too many connections"));
+            }
             socket.set_data(Conn {
                 user: user.clone(),
                 transport: socket.transport().as_str(),
@@ -128,6 +156,9 @@ impl Handler for Realtime {
     fn connected(&self, socket: &Socket, recovered: bool) {
         let transport = socket.data::<Conn>().map_or("unknown", |c| c.transport);
         metrics::gauge!("switchboard_connections", "transport" => transport).increment(1.0);
+        if let Some(conn) = socket.data::<Conn>() {
+            self.app.connections.add(&conn.user.id);
+        }
         if recovered {
             metrics::counter!("switchboard_recoveries_total").increment(1);
         }
@@ -161,6 +192,9 @@ impl Handler for Realtime {
     fn disconnect(&self, socket: &Socket, reason: DisconnectReason) {
         let transport = socket.data::<Conn>().map_or("unknown", |c| c.transport);
         metrics::gauge!("switchboard_connections", "transport" => transport).decrement(1.0);
+        if let Some(conn) = socket.data::<Conn>() {
+            self.app.connections.remove(&conn.user.id);
+        }
         let workspaces: Vec<String> = socket
             .rooms()
             .iter()
