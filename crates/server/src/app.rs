@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use switchboard_broker::{MemoryBroker, MemoryPresence};
+use switchboard_broker::{MemoryBroker, MemoryPresence, RedisBroker};
 use switchboard_core::{Authenticator, Broker, Delivery, MessageLimits, Presence, Store};
 use switchboard_socketio::{EngineConfig, IoConfig, Namespace, SocketIo};
 use tokio::net::TcpListener;
@@ -93,7 +93,15 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
             hub.deliver(&delivery);
         }
     };
-    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(Arc::new(deliver)));
+    let broker: Arc<dyn Broker> = if settings.broker.starts_with("redis://") {
+        let redis =
+            RedisBroker::connect(&settings.broker, &settings.redis_prefix, Arc::new(deliver))
+                .await
+                .with_context(|| format!("connecting to the broker at {}", settings.broker))?;
+        Arc::new(redis)
+    } else {
+        Arc::new(MemoryBroker::new(Arc::new(deliver)))
+    };
     let notification_hub = Arc::new(Hub::new(broker.clone(), settings.max_streams_per_user));
     let _ = hub.set(notification_hub.clone());
 

@@ -31,9 +31,12 @@ pub struct SettingArgs {
     /// `sqlite://path` (default sqlite://switchboard.db) or `postgres://...`.
     #[arg(long, env = "SWITCHBOARD_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// `memory` (default).
+    /// `memory` (default) or `redis://host:port[/db]` to join other nodes.
     #[arg(long, env = "SWITCHBOARD_BROKER")]
     pub broker: Option<String>,
+    /// Prefix of every Redis channel, so deployments can share one Redis. Default `switchboard:`.
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
     /// Origins allowed by CORS, comma-separated; `*` for any. Default: none.
     #[arg(long, env = "SWITCHBOARD_CORS_ORIGINS")]
     pub cors_origins: Option<String>,
@@ -94,6 +97,7 @@ struct FileSettings {
     api_key: Option<String>,
     database_url: Option<String>,
     broker: Option<String>,
+    redis_prefix: Option<String>,
     cors_origins: Option<Vec<String>>,
     max_message_chars: Option<usize>,
     max_payload: Option<usize>,
@@ -121,6 +125,7 @@ pub struct Settings {
     pub api_key: Option<String>,
     pub database_url: String,
     pub broker: String,
+    pub redis_prefix: String,
     pub cors_origins: Vec<String>,
     pub max_message_chars: usize,
     pub max_payload: usize,
@@ -170,6 +175,11 @@ impl Settings {
                 "sqlite://switchboard.db".to_owned(),
             ),
             broker: pick(&args.broker, file.broker, "memory".to_owned()),
+            redis_prefix: pick(
+                &args.redis_prefix,
+                file.redis_prefix,
+                "switchboard:".to_owned(),
+            ),
             cors_origins: cors,
             max_message_chars: pick(&args.max_message_chars, file.max_message_chars, 5000),
             max_payload: pick(&args.max_payload, file.max_payload, 1_000_000),
@@ -247,9 +257,9 @@ impl Settings {
         {
             bail!("ping_interval_ms, ping_timeout_ms and sse_ping_interval_ms must be positive");
         }
-        if self.broker != "memory" {
+        if self.broker != "memory" && !self.broker.starts_with("redis://") {
             bail!(
-                "unsupported broker {:?}: this build supports `memory`",
+                "unsupported broker {:?}: use `memory` or `redis://host:port`",
                 self.broker
             );
         }
