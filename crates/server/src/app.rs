@@ -25,6 +25,11 @@ pub struct App {
     pub presence: Arc<dyn Presence>,
     pub typing: Typing,
     pub connections: ConnectionCounts,
+    /// `serve --dev`: the demo conveniences and test hooks are on.
+    pub dev: bool,
+    /// Dev-mode test hook: this node stops refreshing its presence entries, as a
+    /// node that hangs would, so their expiry can be observed.
+    pub presence_refresh_paused: std::sync::atomic::AtomicBool,
     /// The main Socket.IO namespace, once built.
     pub namespace: Arc<OnceLock<Namespace>>,
     pub hub: Arc<Hub>,
@@ -117,6 +122,8 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
         presence: Arc::new(MemoryPresence::default()),
         typing: Typing::default(),
         connections: ConnectionCounts::default(),
+        dev,
+        presence_refresh_paused: Default::default(),
         namespace: namespace.clone(),
         hub: notification_hub,
         auth,

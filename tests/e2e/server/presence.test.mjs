@@ -560,3 +560,41 @@ describe("presence and typing [sqlite, SWITCHBOARD_TYPING_TIMEOUT_MS=1000, SWITC
     assert.deepEqual(await presenceAck(alice, ws), [{ userId: "alice", name: "Alice" }], "bob is no longer listed");
   });
 });
+
+describe("a node that stops refreshing presence (dev-mode test hook)", () => {
+  let server;
+  let plain;
+  const clients = new Clients();
+  after(async () => {
+    clients.closeAll();
+    await server?.stop();
+    await plain?.stop();
+  });
+
+  test("its users expire within the TTL and the others are told, though the sockets stay connected", async () => {
+    server = await startSwitchboard({ args: ["--dev"], env: { SWITCHBOARD_PRESENCE_TTL_MS: "1000" } });
+    const alice = await clients.connect(server, { sub: "alice", workspaces: ["hang"] });
+    const bob = await clients.connect(server, { sub: "bob", workspaces: ["hang"] });
+    await join(alice, "hang");
+    await join(bob, "hang");
+    await delay(1_500); // entries are refreshed while the node is healthy: nobody leaves
+    const leaves = collect(alice, "presence_leave");
+    assert.equal(leaves.length, 0, "no presence_leave while the node refreshes");
+
+    const res = await http(server, "POST", "/api/dev/presence/pause", { token: server.apiKey });
+    assert.equal(res.status, 204);
+    const paused = Date.now();
+    await eventually(() => leaves.some((p) => p?.userId === "bob"), 3_000);
+    const elapsed = Date.now() - paused;
+    assert.ok(elapsed < 2_500, `bob expired ${elapsed} ms after refreshing stopped (TTL 1000 ms)`);
+    assert.equal(bob.connected, true, "bob's socket is still connected: only presence expired");
+    const listed = await emitAck(alice, "presence", { workspaceId: "hang" });
+    assert.deepEqual(listed.users.map((u) => u.userId).includes("bob"), false);
+  });
+
+  test("the hook does not exist without --dev", async () => {
+    plain = await startSwitchboard();
+    const res = await http(plain, "POST", "/api/dev/presence/pause", { token: plain.apiKey });
+    assert.equal(res.status, 404);
+  });
+});

@@ -53,10 +53,30 @@ pub fn router(app: Arc<App>, io: &SocketIo) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .merge(dev_routes(&app))
         .route_service("/socket.io/", io.service())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(cors(&app.settings))
         .with_state(app)
+}
+
+/// Test hooks that exist only in `serve --dev`.
+fn dev_routes(app: &App) -> Router<Arc<App>> {
+    if !app.dev {
+        return Router::new();
+    }
+    Router::new().route("/api/dev/presence/pause", post(pause_presence_refresh))
+}
+
+/// `POST /api/dev/presence/pause` (API key, dev mode only): this node stops
+/// refreshing its presence entries, as a hung node would.
+async fn pause_presence_refresh(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    _: ApiKeyAuth,
+) -> StatusCode {
+    app.presence_refresh_paused
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    StatusCode::NO_CONTENT
 }
 
 fn cors(settings: &Settings) -> CorsLayer {

@@ -152,7 +152,12 @@ pub async fn housekeeping(app: Weak<App>, every: Duration) {
     loop {
         tick.tick().await;
         let Some(app) = app.upgrade() else { return };
-        refresh_local_entries(&app).await;
+        if !app
+            .presence_refresh_paused
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            refresh_local_entries(&app).await;
+        }
         expire_entries(&app).await;
     }
 }
