@@ -1,6 +1,7 @@
 //! The `switchboard` command: `serve` runs the server, `token` mints a user
 //! token with the configured secret. Everything else lives in the modules:
-//! `config` (settings), `app` (wiring), `realtime` (Socket.IO), `http` (REST).
+//! `config` (settings), `app` (wiring), `realtime` (Socket.IO: chat, presence,
+//! typing), `notify` (per-user notification fan-out), `http` (REST and SSE).
 
 mod app;
 mod config;

@@ -2,7 +2,8 @@
 //! session, and running each socket's events one at a time, in order.
 //!
 //! Event handlers are in `chat.rs`; the node's writer in `writer.rs`;
-//! broker channels and the delivery to local rooms in `fanout.rs`.
+//! presence and typing in `presence.rs`; broker channels and the delivery to
+//! local rooms in `fanout.rs`. Per-user connection counts and rate limits are here.
 
 mod chat;
 pub mod fanout;
