@@ -2,12 +2,15 @@
 //!
 //! [`MemoryBroker`] is the embedded default: one node, publishes handed
 //! straight to the delivery handler for the channels this node subscribed to.
-//! [`RedisBroker`] joins many nodes through Redis pub/sub.
+//! [`RedisBroker`] joins many nodes through Redis pub/sub, and
+//! [`RedisPresence`] keeps their presence in Redis sorted sets.
 
 mod memory;
 mod presence;
 mod redis;
+mod redis_presence;
 
 pub use memory::MemoryBroker;
 pub use presence::MemoryPresence;
 pub use redis::RedisBroker;
+pub use redis_presence::RedisPresence;

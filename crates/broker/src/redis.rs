@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, PubSubSink};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use switchboard_core::ports::DeliveryHandler;
 use switchboard_core::{Broker, BrokerError, Delivery};
 
@@ -52,7 +52,14 @@ impl RedisBroker {
         deliver: DeliveryHandler,
     ) -> Result<Self, BrokerError> {
         let client = redis::Client::open(url).map_err(broker_error)?;
-        let publisher = ConnectionManager::new(client.clone())
+        // Short timeouts and one retry: while Redis is down a publish must fail
+        // fast (the message is already stored) rather than hold up the node.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)));
+        let publisher = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(broker_error)?;
         let shared = Arc::new(Shared {
@@ -64,11 +71,35 @@ impl RedisBroker {
             connected: AtomicBool::new(false),
         });
         let task = tokio::spawn(subscriber(shared.clone())).abort_handle();
-        Ok(Self {
+        let broker = Self {
             publisher,
             shared,
             task,
-        })
+        };
+        // Start ready: wait (bounded) for the subscription connection.
+        for _ in 0..500 {
+            if broker.check_connected().is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        broker.check_connected()?;
+        Ok(broker)
+    }
+
+    /// Presence kept in the same Redis, under the same prefix.
+    pub fn presence(&self) -> crate::RedisPresence {
+        crate::RedisPresence::new(self.publisher.clone(), &self.shared.prefix)
+    }
+
+    fn check_connected(&self) -> Result<(), BrokerError> {
+        if self.shared.connected.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(BrokerError(
+                "redis is unreachable (subscription connection down)".into(),
+            ))
+        }
     }
 
     fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
@@ -136,6 +167,9 @@ async fn subscriber(shared: Arc<Shared>) {
 #[async_trait]
 impl Broker for RedisBroker {
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BrokerError> {
+        // While the subscription connection is down Redis is taken as down: fail
+        // at once instead of waiting on the publisher's timeouts.
+        self.check_connected()?;
         let mut publisher = self.publisher.clone();
         redis::cmd("PUBLISH")
             .arg(format!("{}{channel}", self.shared.prefix))
@@ -191,14 +225,12 @@ impl Broker for RedisBroker {
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {
+        self.check_connected()?;
         let mut publisher = self.publisher.clone();
         redis::cmd("PING")
             .query_async::<String>(&mut publisher)
             .await
             .map_err(broker_error)?;
-        if !self.shared.connected.load(Ordering::Acquire) {
-            return Err(BrokerError("redis subscription connection is down".into()));
-        }
         Ok(())
     }
 }

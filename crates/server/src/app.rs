@@ -98,15 +98,18 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
             hub.deliver(&delivery);
         }
     };
-    let broker: Arc<dyn Broker> = if settings.broker.starts_with("redis://") {
-        let redis =
-            RedisBroker::connect(&settings.broker, &settings.redis_prefix, Arc::new(deliver))
-                .await
-                .with_context(|| format!("connecting to the broker at {}", settings.broker))?;
-        Arc::new(redis)
-    } else {
-        Arc::new(MemoryBroker::new(Arc::new(deliver)))
-    };
+    let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) =
+        if settings.broker.starts_with("redis://") {
+            let redis =
+                RedisBroker::connect(&settings.broker, &settings.redis_prefix, Arc::new(deliver))
+                    .await
+                    .with_context(|| format!("connecting to the broker at {}", settings.broker))?;
+            let presence = Arc::new(redis.presence());
+            (Arc::new(redis), presence)
+        } else {
+            let broker = Arc::new(MemoryBroker::new(Arc::new(deliver)));
+            (broker, Arc::new(MemoryPresence::default()))
+        };
     let notification_hub = Arc::new(Hub::new(broker.clone(), settings.max_streams_per_user));
     let _ = hub.set(notification_hub.clone());
 
@@ -119,7 +122,7 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
             max_chars: settings.max_message_chars,
         },
         writer: Writer::start(app.clone(), last_published),
-        presence: Arc::new(MemoryPresence::default()),
+        presence,
         typing: Typing::default(),
         connections: ConnectionCounts::default(),
         dev,
