@@ -168,8 +168,10 @@ pub async fn serve(settings: Settings, dev: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", app.settings.bind))?;
     tracing::info!(addr = %listener.local_addr()?, store = %app.settings.database_url, "switchboard listening");
-    // Graceful: stop accepting, let requests finish; but streams never finish by
-    // themselves, so the process exits at the latest SHUTDOWN_GRACE after the signal.
+    // Graceful: stop accepting, close the Socket.IO connections so their clients
+    // reconnect (to another node, behind a load balancer), let requests finish;
+    // streams never finish by themselves, so the process exits at the latest
+    // `shutdown_timeout` after the signal.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router).with_graceful_shutdown(async {
         let _ = stopped.await;
@@ -180,16 +182,18 @@ pub async fn serve(settings: Settings, dev: bool) -> anyhow::Result<()> {
         result = &mut server => result?,
         _ = shutdown_signal() => {
             let _ = stop.send(());
-            if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
-                tracing::info!("open connections outlived the shutdown grace period; exiting");
+            if let Some(namespace) = app.namespace.get() {
+                for socket in namespace.sockets() {
+                    socket.close_connection();
+                }
+            }
+            if tokio::time::timeout(app.settings.shutdown_timeout, server).await.is_err() {
+                tracing::info!("open connections outlived the shutdown timeout; exiting");
             }
         }
     }
     Ok(())
 }
-
-/// The longest a shutdown waits for open requests and streams.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn print_dev_banner(app: &App) -> anyhow::Result<()> {
     println!("switchboard dev mode: http://{}", app.settings.bind);

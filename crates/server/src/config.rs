@@ -79,6 +79,9 @@ pub struct SettingArgs {
     /// Typing events a connection may send per second; the rest are dropped. Default 5.
     #[arg(long, env = "SWITCHBOARD_TYPING_EVENTS_PER_SECOND")]
     pub typing_events_per_second: Option<u32>,
+    /// Seconds a shutdown (SIGTERM) waits for requests and streams to end. Default 10.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
     /// Engine.IO ping interval, in milliseconds. Default 25000.
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL_MS")]
     pub ping_interval_ms: Option<u64>,
@@ -111,6 +114,7 @@ struct FileSettings {
     max_poll_secs: Option<u64>,
     max_notification_bytes: Option<usize>,
     presence_ttl_ms: Option<u64>,
+    shutdown_timeout_secs: Option<u64>,
     max_connections_per_user: Option<usize>,
     typing_timeout_ms: Option<u64>,
     typing_events_per_second: Option<u32>,
@@ -139,6 +143,7 @@ pub struct Settings {
     pub max_poll_secs: u64,
     pub max_notification_bytes: usize,
     pub presence_ttl: Duration,
+    pub shutdown_timeout: Duration,
     pub max_connections_per_user: usize,
     pub typing_timeout: Duration,
     pub typing_events_per_second: u32,
@@ -225,6 +230,11 @@ impl Settings {
                 &args.typing_timeout_ms,
                 file.typing_timeout_ms,
                 6_000,
+            )),
+            shutdown_timeout: Duration::from_secs(pick(
+                &args.shutdown_timeout_secs,
+                file.shutdown_timeout_secs,
+                10,
             )),
             max_connections_per_user: pick(
                 &args.max_connections_per_user,

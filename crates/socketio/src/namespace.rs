@@ -106,6 +106,11 @@ impl Namespace {
         read(&self.0.rooms).get(room).map_or(0, HashMap::len)
     }
 
+    /// Every socket connected to the namespace on this node.
+    pub fn sockets(&self) -> Vec<Socket> {
+        read(&self.0.sockets).values().cloned().collect()
+    }
+
     /// The rooms with at least one socket on this node.
     pub fn rooms(&self) -> Vec<Room> {
         read(&self.0.rooms).keys().cloned().collect()
