@@ -7,6 +7,7 @@
 
 mod migrate;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;

@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use switchboard_core::{
     Message, NewMessage, NewNotification, Notification, RecoverySession, Store, StoreError, Window,
 };
 
 use crate::migrate::{self, Migration};
+use crate::rows::{messages, notifications, MESSAGE_COLUMNS, NOTIFICATION_COLUMNS};
 use crate::store_error;
 
 const MIGRATIONS: &[Migration] = &[
@@ -58,8 +58,6 @@ const MIGRATIONS: &[Migration] = &[
 /// Key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x5357_4254_4348; // "SWBTCH"
 
-const MESSAGE_COLUMNS: &str = "id, workspace_id, user_id, content, client_msg_id, created_at";
-
 pub struct PostgresStore {
     pool: PgPool,
 }
@@ -87,45 +85,6 @@ impl PostgresStore {
         migrated?;
         Ok(Self { pool })
     }
-}
-
-fn message(row: &PgRow) -> Result<Message, sqlx::Error> {
-    Ok(Message {
-        id: row.try_get(0)?,
-        workspace_id: row.try_get(1)?,
-        user_id: row.try_get(2)?,
-        content: row.try_get(3)?,
-        client_msg_id: row.try_get(4)?,
-        created_at: row.try_get(5)?,
-    })
-}
-
-const NOTIFICATION_COLUMNS: &str = "id, user_id, kind, data, created_at, read";
-
-fn notification(row: &PgRow) -> Result<Notification, sqlx::Error> {
-    let data: String = row.try_get(3)?;
-    Ok(Notification {
-        id: row.try_get(0)?,
-        user_id: row.try_get(1)?,
-        kind: row.try_get(2)?,
-        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
-        created_at: row.try_get(4)?,
-        read: row.try_get(5)?,
-    })
-}
-
-fn notifications(rows: Vec<PgRow>) -> Result<Vec<Notification>, StoreError> {
-    rows.iter()
-        .map(notification)
-        .collect::<Result<_, _>>()
-        .map_err(store_error)
-}
-
-fn messages(rows: Vec<PgRow>) -> Result<Vec<Message>, StoreError> {
-    rows.iter()
-        .map(message)
-        .collect::<Result<_, _>>()
-        .map_err(store_error)
 }
 
 #[async_trait]
