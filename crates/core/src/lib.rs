@@ -18,5 +18,6 @@ pub use chat::{Message, MessageLimits, NewMessage, Window};
 pub use error::{Error, ErrorCode};
 pub use notify::{NewNotification, Notification};
 pub use ports::{
-    Broker, BrokerError, Delivery, Presence, PresenceEntry, RecoverySession, Store, StoreError,
+    Broker, BrokerError, Delivery, DocumentId, DocumentLog, Presence, PresenceEntry,
+    RecoverySession, Store, StoreError,
 };

@@ -80,8 +80,47 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_read(&self, user: &str, id: i64) -> Result<bool, StoreError>;
     async fn mark_all_read(&self, user: &str) -> Result<(), StoreError>;
 
+    /// Appends updates to a document's log, in order, in one transaction.
+    async fn append_document_updates(
+        &self,
+        document: &DocumentId,
+        updates: &[Bytes],
+    ) -> Result<(), StoreError>;
+    /// A document's last snapshot and the updates logged since, oldest first.
+    async fn document_log(&self, document: &DocumentId) -> Result<DocumentLog, StoreError>;
+    /// Replaces a document's snapshot with `snapshot` and deletes the logged
+    /// updates `replaced` (which the snapshot includes), in one transaction, if
+    /// the snapshot is still at `log_version`. False when another writer
+    /// compacted first, in which case nothing changed.
+    async fn compact_document(
+        &self,
+        document: &DocumentId,
+        log_version: i64,
+        snapshot: &[u8],
+        replaced: &[i64],
+    ) -> Result<bool, StoreError>;
+
     /// Reachable and answering.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A collaborative document: a name within a workspace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DocumentId {
+    pub workspace: String,
+    pub name: String,
+}
+
+/// A document as stored: an optional snapshot plus the updates logged since.
+/// Applying the snapshot and then every update, in any order, gives the
+/// document (Yjs updates commute).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DocumentLog {
+    pub snapshot: Option<Bytes>,
+    /// Bumped by every compaction; 0 before the first.
+    pub version: i64,
+    /// `(id, update)`, oldest first.
+    pub updates: Vec<(i64, Bytes)>,
 }
 
 /// A payload that arrived on a channel this node subscribed to.

@@ -7,9 +7,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use switchboard_core::{
-    Message, NewMessage, NewNotification, Notification, RecoverySession, Store, StoreError, Window,
+    DocumentId, DocumentLog, Message, NewMessage, NewNotification, Notification, RecoverySession,
+    Store, StoreError, Window,
 };
 
 use crate::migrate::{self, Migration};
@@ -52,6 +54,23 @@ const MIGRATIONS: &[Migration] = &[
         read BOOLEAN NOT NULL DEFAULT FALSE
     );
     CREATE INDEX notifications_by_user ON notifications (user_id, id);",
+    ),
+    (
+        3,
+        "CREATE TABLE document_updates (
+        id BIGSERIAL PRIMARY KEY,
+        workspace_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        data BYTEA NOT NULL
+    );
+    CREATE INDEX document_updates_by_document ON document_updates (workspace_id, name, id);
+    CREATE TABLE document_snapshots (
+        workspace_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (workspace_id, name)
+    );",
     ),
 ];
 
@@ -307,6 +326,89 @@ impl Store for PostgresStore {
             .await
             .map_err(store_error)?;
         Ok(())
+    }
+
+    async fn append_document_updates(
+        &self,
+        document: &DocumentId,
+        updates: &[Bytes],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        for update in updates {
+            sqlx::query(
+                "INSERT INTO document_updates (workspace_id, name, data) VALUES ($1, $2, $3)",
+            )
+            .bind(&document.workspace)
+            .bind(&document.name)
+            .bind(update.as_ref())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn document_log(&self, document: &DocumentId) -> Result<DocumentLog, StoreError> {
+        // REPEATABLE READ: the snapshot and the log are read from one moment.
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let snapshot: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT version, data FROM document_snapshots WHERE workspace_id = $1 AND name = $2",
+        )
+        .bind(&document.workspace)
+        .bind(&document.name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let updates: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, data FROM document_updates WHERE workspace_id = $1 AND name = $2 ORDER BY id",
+        )
+        .bind(&document.workspace)
+        .bind(&document.name)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(crate::rows::document_log(snapshot, updates))
+    }
+
+    async fn compact_document(
+        &self,
+        document: &DocumentId,
+        log_version: i64,
+        snapshot: &[u8],
+        replaced: &[i64],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // The conditional upsert takes the snapshot row's lock: of two nodes
+        // compacting at once, the second sees the new version and writes nothing.
+        let written = sqlx::query(
+            "INSERT INTO document_snapshots (workspace_id, name, version, data) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workspace_id, name) DO UPDATE SET version = excluded.version, data = excluded.data
+             WHERE document_snapshots.version = $5",
+        )
+        .bind(&document.workspace)
+        .bind(&document.name)
+        .bind(log_version + 1)
+        .bind(snapshot)
+        .bind(log_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?
+        .rows_affected();
+        if written == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM document_updates WHERE id = ANY($1)")
+            .bind(replaced)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

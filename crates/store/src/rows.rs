@@ -1,8 +1,9 @@
 //! Rows to domain values, the same for every engine: both adapters select the
 //! same columns in the same order (`MESSAGE_COLUMNS`, `NOTIFICATION_COLUMNS`).
 
+use bytes::Bytes;
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
-use switchboard_core::{Message, Notification, StoreError};
+use switchboard_core::{DocumentLog, Message, Notification, StoreError};
 
 use crate::store_error;
 
@@ -73,4 +74,23 @@ where
         .map(notification)
         .collect::<Result<_, _>>()
         .map_err(store_error)
+}
+
+/// A document's log from its snapshot row `(version, data)` and its update rows `(id, data)`.
+pub(crate) fn document_log(
+    snapshot: Option<(i64, Vec<u8>)>,
+    updates: Vec<(i64, Vec<u8>)>,
+) -> DocumentLog {
+    let (version, snapshot) = match snapshot {
+        Some((version, data)) => (version, Some(Bytes::from(data))),
+        None => (0, None),
+    };
+    DocumentLog {
+        snapshot,
+        version,
+        updates: updates
+            .into_iter()
+            .map(|(id, data)| (id, Bytes::from(data)))
+            .collect(),
+    }
 }

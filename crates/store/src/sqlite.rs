@@ -7,11 +7,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use switchboard_core::{
-    Message, NewMessage, NewNotification, Notification, RecoverySession, Store, StoreError, Window,
+    DocumentId, DocumentLog, Message, NewMessage, NewNotification, Notification, RecoverySession,
+    Store, StoreError, Window,
 };
 
 use crate::migrate::{self, Migration};
@@ -54,6 +56,23 @@ const MIGRATIONS: &[Migration] = &[
         read INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX notifications_by_user ON notifications (user_id, id);",
+    ),
+    (
+        3,
+        "CREATE TABLE document_updates (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        workspace_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX document_updates_by_document ON document_updates (workspace_id, name, id);
+    CREATE TABLE document_snapshots (
+        workspace_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (workspace_id, name)
+    );",
     ),
 ];
 
@@ -316,6 +335,82 @@ impl Store for SqliteStore {
             .await
             .map_err(store_error)?;
         Ok(())
+    }
+
+    async fn append_document_updates(
+        &self,
+        document: &DocumentId,
+        updates: &[Bytes],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(store_error)?;
+        for update in updates {
+            sqlx::query("INSERT INTO document_updates (workspace_id, name, data) VALUES (?, ?, ?)")
+                .bind(&document.workspace)
+                .bind(&document.name)
+                .bind(update.as_ref())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn document_log(&self, document: &DocumentId) -> Result<DocumentLog, StoreError> {
+        // One read transaction, so the snapshot and the log are of one moment.
+        let mut tx = self.reader.begin().await.map_err(store_error)?;
+        let snapshot: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT version, data FROM document_snapshots WHERE workspace_id = ? AND name = ?",
+        )
+        .bind(&document.workspace)
+        .bind(&document.name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let updates: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, data FROM document_updates WHERE workspace_id = ? AND name = ? ORDER BY id",
+        )
+        .bind(&document.workspace)
+        .bind(&document.name)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(crate::rows::document_log(snapshot, updates))
+    }
+
+    async fn compact_document(
+        &self,
+        document: &DocumentId,
+        log_version: i64,
+        snapshot: &[u8],
+        replaced: &[i64],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(store_error)?;
+        let written = sqlx::query(
+            "INSERT INTO document_snapshots (workspace_id, name, version, data) VALUES (?, ?, ?, ?)
+             ON CONFLICT (workspace_id, name) DO UPDATE SET version = excluded.version, data = excluded.data
+             WHERE document_snapshots.version = ?",
+        )
+        .bind(&document.workspace)
+        .bind(&document.name)
+        .bind(log_version + 1)
+        .bind(snapshot)
+        .bind(log_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?
+        .rows_affected();
+        if written == 0 {
+            return Ok(false);
+        }
+        let ids = serde_json::to_string(replaced).map_err(|e| StoreError(e.to_string()))?;
+        sqlx::query("DELETE FROM document_updates WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -7,7 +7,10 @@
 
 use std::sync::Arc;
 
-use switchboard_core::{NewMessage, NewNotification, RecoverySession, Store, Window};
+use bytes::Bytes;
+use switchboard_core::{
+    DocumentId, DocumentLog, NewMessage, NewNotification, RecoverySession, Store, Window,
+};
 
 fn new_message(workspace: &str, content: &str) -> NewMessage {
     NewMessage {
@@ -102,6 +105,8 @@ for_each_store!(
     recovery_sessions_are_taken_once_and_expire,
     notifications_are_per_user_and_marked_read,
     ping_answers,
+    document_logs_append_and_compact,
+    a_stale_compaction_changes_nothing,
 );
 
 async fn ids_increase_across_workspaces(store: Arc<dyn Store>) {
@@ -294,4 +299,102 @@ async fn notifications_are_per_user_and_marked_read(store: Arc<dyn Store>) {
 
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
+}
+
+fn document(workspace: &str, name: &str) -> DocumentId {
+    DocumentId {
+        workspace: workspace.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+fn updates_of(log: &DocumentLog) -> Vec<&[u8]> {
+    log.updates.iter().map(|(_, u)| u.as_ref()).collect()
+}
+
+async fn document_logs_append_and_compact(store: Arc<dyn Store>) {
+    let notes = document("w1", "notes");
+    let other = document("w2", "notes");
+    assert_eq!(
+        store.document_log(&notes).await.unwrap(),
+        DocumentLog::default()
+    );
+
+    store
+        .append_document_updates(
+            &notes,
+            &[Bytes::from_static(b"u1"), Bytes::from_static(b"u2")],
+        )
+        .await
+        .unwrap();
+    store
+        .append_document_updates(&other, &[Bytes::from_static(b"x1")])
+        .await
+        .unwrap();
+    store
+        .append_document_updates(&notes, &[Bytes::from_static(b"u3")])
+        .await
+        .unwrap();
+    let log = store.document_log(&notes).await.unwrap();
+    assert_eq!(log.snapshot, None);
+    assert_eq!(log.version, 0);
+    assert_eq!(updates_of(&log), [&b"u1"[..], b"u2", b"u3"]);
+
+    // Compact the first two; the third stays in the log.
+    let replaced: Vec<i64> = log.updates[..2].iter().map(|(id, _)| *id).collect();
+    assert!(store
+        .compact_document(&notes, 0, b"s12", &replaced)
+        .await
+        .unwrap());
+    let log = store.document_log(&notes).await.unwrap();
+    assert_eq!(log.snapshot.as_deref(), Some(&b"s12"[..]));
+    assert_eq!(log.version, 1);
+    assert_eq!(updates_of(&log), [&b"u3"[..]]);
+
+    let replaced: Vec<i64> = log.updates.iter().map(|(id, _)| *id).collect();
+    assert!(store
+        .compact_document(&notes, 1, b"s123", &replaced)
+        .await
+        .unwrap());
+    let log = store.document_log(&notes).await.unwrap();
+    assert_eq!(log.snapshot.as_deref(), Some(&b"s123"[..]));
+    assert_eq!(log.version, 2);
+    assert!(log.updates.is_empty());
+
+    let untouched = store.document_log(&other).await.unwrap();
+    assert_eq!(untouched.snapshot, None);
+    assert_eq!(updates_of(&untouched), [&b"x1"[..]]);
+}
+
+async fn a_stale_compaction_changes_nothing(store: Arc<dyn Store>) {
+    let notes = document("w1", "notes");
+    store
+        .append_document_updates(&notes, &[Bytes::from_static(b"u1")])
+        .await
+        .unwrap();
+    let seen = store.document_log(&notes).await.unwrap();
+    let ids: Vec<i64> = seen.updates.iter().map(|(id, _)| *id).collect();
+    assert!(store
+        .compact_document(&notes, 0, b"first", &ids)
+        .await
+        .unwrap());
+
+    // A second node that read the log before that compaction tries its own.
+    store
+        .append_document_updates(&notes, &[Bytes::from_static(b"u2")])
+        .await
+        .unwrap();
+    let later = store.document_log(&notes).await.unwrap();
+    let later_ids: Vec<i64> = later.updates.iter().map(|(id, _)| *id).collect();
+    assert!(!store
+        .compact_document(&notes, 0, b"stale", &later_ids)
+        .await
+        .unwrap());
+    let log = store.document_log(&notes).await.unwrap();
+    assert_eq!(log.snapshot.as_deref(), Some(&b"first"[..]));
+    assert_eq!(
+        updates_of(&log),
+        [&b"u2"[..]],
+        "a refused compaction deletes nothing"
+    );
 }
