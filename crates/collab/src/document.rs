@@ -1,0 +1,223 @@
+//! One collaborative document in memory: the Yjs document and the awareness
+//! states (cursors, names) of the clients editing it.
+//!
+//! A `Document` knows nothing of connections or storage. The caller decides
+//! which connection speaks for which awareness clients, and persists updates
+//! before it applies and relays them.
+
+use yrs::sync::{Awareness, AwarenessUpdate};
+use yrs::updates::decoder::Decode;
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("not a Yjs update: {0}")]
+    NotAnUpdate(#[from] yrs::encoding::read::Error),
+    #[error("the update does not apply: {0}")]
+    Rejected(#[from] yrs::error::UpdateError),
+}
+
+/// What an awareness update changed: the clients it set a state for, and
+/// those whose state it removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AwarenessChanges {
+    pub set: Vec<ClientID>,
+    pub removed: Vec<ClientID>,
+}
+
+impl AwarenessChanges {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.removed.is_empty()
+    }
+}
+
+pub struct Document {
+    awareness: Awareness,
+}
+
+impl Default for Document {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Document {
+    pub fn new() -> Self {
+        Self {
+            awareness: Awareness::new(Doc::new()),
+        }
+    }
+
+    /// Rebuilds a document from stored updates (a snapshot is one too), in any
+    /// order. Returns it with the number of stored updates that did not decode
+    /// or apply, which were skipped.
+    pub fn restore<'a>(stored: impl IntoIterator<Item = &'a [u8]>) -> (Self, usize) {
+        let document = Self::new();
+        let mut skipped = 0;
+        for bytes in stored {
+            let applied = Self::decode_update(bytes).and_then(|u| document.apply(u));
+            if applied.is_err() {
+                skipped += 1;
+            }
+        }
+        (document, skipped)
+    }
+
+    /// Checks that bytes are a Yjs v1 update, before they are stored or applied.
+    pub fn decode_update(bytes: &[u8]) -> Result<Update, DocumentError> {
+        Ok(Update::decode_v1(bytes)?)
+    }
+
+    pub fn apply(&self, update: Update) -> Result<(), DocumentError> {
+        let mut txn = self.awareness.doc().transact_mut();
+        Ok(txn.apply_update(update)?)
+    }
+
+    pub fn state_vector(&self) -> StateVector {
+        self.awareness.doc().transact().state_vector()
+    }
+
+    /// What a peer with `remote` state lacks, as one update.
+    pub fn diff(&self, remote: &StateVector) -> Vec<u8> {
+        self.awareness
+            .doc()
+            .transact()
+            .encode_state_as_update_v1(remote)
+    }
+
+    /// The whole document as one update: what a compaction stores.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.diff(&StateVector::default())
+    }
+
+    /// Applies awareness states from a client or another node.
+    pub fn apply_awareness(&mut self, update: AwarenessUpdate) -> AwarenessChanges {
+        match self.awareness.apply_update_summary(update) {
+            Ok(Some(summary)) => {
+                let mut set = summary.added;
+                set.extend(summary.updated);
+                AwarenessChanges {
+                    set,
+                    removed: summary.removed,
+                }
+            }
+            // Applying an update only fails to encode a summary, which is not asked for.
+            Ok(None) | Err(_) => AwarenessChanges::default(),
+        }
+    }
+
+    /// Removes the states of `clients` (a connection that closed) and returns
+    /// the update that tells the others, if any of them had a state.
+    pub fn remove_awareness(&mut self, clients: &[ClientID]) -> Option<AwarenessUpdate> {
+        let live: Vec<ClientID> = clients
+            .iter()
+            .copied()
+            .filter(|c| self.has_state(*c))
+            .collect();
+        for client in &live {
+            self.awareness.remove_state(*client);
+        }
+        if live.is_empty() {
+            return None;
+        }
+        self.awareness.update_with_clients(live).ok()
+    }
+
+    fn has_state(&self, client: ClientID) -> bool {
+        self.awareness
+            .state::<serde::de::IgnoredAny>(client)
+            .is_some()
+    }
+
+    /// The current states of those of `clients` that have one, or `None`.
+    pub fn awareness_of(
+        &self,
+        clients: impl IntoIterator<Item = ClientID>,
+    ) -> Option<AwarenessUpdate> {
+        let live: Vec<ClientID> = clients.into_iter().filter(|c| self.has_state(*c)).collect();
+        if live.is_empty() {
+            return None;
+        }
+        self.awareness.update_with_clients(live).ok()
+    }
+
+    /// Every current awareness state, or `None` when there is none.
+    pub fn awareness_states(&self) -> Option<AwarenessUpdate> {
+        let update = self.awareness.update().ok()?;
+        (!update.clients.is_empty()).then_some(update)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{GetString, Text};
+
+    fn edit(doc: &Doc, text: &str) -> Vec<u8> {
+        let before = doc.transact().state_vector();
+        let t = doc.get_or_insert_text("t");
+        let mut txn = doc.transact_mut();
+        let len = t.len(&txn);
+        t.insert(&mut txn, len, text);
+        drop(txn);
+        doc.transact().encode_state_as_update_v1(&before)
+    }
+
+    fn text_of(update: &[u8]) -> String {
+        let doc = Doc::new();
+        let t = doc.get_or_insert_text("t");
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(update).unwrap())
+            .unwrap();
+        let txn = doc.transact();
+        t.get_string(&txn)
+    }
+
+    #[test]
+    fn restore_applies_updates_in_any_order_and_skips_garbage() {
+        let client = Doc::new();
+        let first = edit(&client, "hello ");
+        let second = edit(&client, "world");
+        let (doc, skipped) = Document::restore([&second[..], &[0xff, 0xfe][..], &first[..]]);
+        assert_eq!(skipped, 1);
+        assert_eq!(text_of(&doc.snapshot()), "hello world");
+    }
+
+    #[test]
+    fn diff_brings_a_peer_up_to_date() {
+        let client = Doc::new();
+        let doc = Document::new();
+        let first = edit(&client, "ab");
+        doc.apply(Document::decode_update(&first).unwrap()).unwrap();
+        let peer = Document::new();
+        peer.apply(Document::decode_update(&first).unwrap())
+            .unwrap();
+        doc.apply(Document::decode_update(&edit(&client, "cd")).unwrap())
+            .unwrap();
+
+        let missing = doc.diff(&peer.state_vector());
+        assert_eq!(
+            text_of(&missing),
+            "",
+            "the diff holds only the new insert, whose left neighbour the peer has"
+        );
+        peer.apply(Document::decode_update(&missing).unwrap())
+            .unwrap();
+        assert_eq!(text_of(&peer.snapshot()), "abcd");
+    }
+
+    #[test]
+    fn awareness_of_a_closed_connection_is_removed() {
+        let mut doc = Document::new();
+        let mut remote = Awareness::new(Doc::with_client_id(42));
+        remote.set_local_state_raw(r#"{"user":"ann"}"#);
+        let changes = doc.apply_awareness(remote.update().unwrap());
+        assert_eq!(changes.set, [ClientID::new(42)]);
+        assert!(doc.awareness_states().is_some());
+
+        let removal = doc.remove_awareness(&[ClientID::new(42)]).unwrap();
+        assert_eq!(&*removal.clients[&ClientID::new(42)].json, "null");
+        assert!(doc.awareness_states().is_none());
+        assert!(doc.remove_awareness(&[ClientID::new(42)]).is_none());
+    }
+}

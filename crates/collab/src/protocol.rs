@@ -1,0 +1,166 @@
+//! The y-websocket wire format, as the stock `y-websocket` client speaks it:
+//! each binary WebSocket message holds one or more y-protocols messages.
+//!
+//! | type | payload                                  |
+//! |------|------------------------------------------|
+//! | 0    | sync: 0 step 1 (state vector), 1 step 2 (update), 2 update |
+//! | 1    | awareness update (client id, clock, JSON state) per client |
+//! | 2    | auth (permission denied + reason)        |
+//! | 3    | query awareness (no payload)             |
+//!
+//! Decoding goes through `yrs::sync`, then checks what yrs leaves to the
+//! application: unknown types are refused, and every awareness state must be
+//! JSON, so that one client cannot hand the others a state they fail to parse.
+//! Updates are checked when they are applied ([`crate::Document::decode_update`]).
+
+use bytes::Bytes;
+use yrs::encoding::read::Cursor;
+use yrs::sync::{AwarenessUpdate, Message, SyncMessage};
+use yrs::updates::decoder::{Decode, Decoder, DecoderV1};
+use yrs::updates::encoder::Encode;
+use yrs::StateVector;
+
+/// A message from a client, decoded.
+#[derive(Debug)]
+pub enum ClientMessage {
+    /// Sync step 1: the client's state vector. Answered with step 2.
+    SyncStep1(StateVector),
+    /// Sync step 2 or an update: changes for the document, as a Yjs v1 update.
+    Update(Bytes),
+    /// Awareness states of the clients this connection speaks for.
+    Awareness(AwarenessUpdate),
+    /// A request for every current awareness state.
+    QueryAwareness,
+    /// An auth message. Access is settled at the upgrade, so it is ignored.
+    Auth,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("empty message")]
+    Empty,
+    #[error("malformed message: {0}")]
+    Malformed(#[from] yrs::encoding::read::Error),
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    #[error("the awareness state of client {0} is not JSON")]
+    AwarenessNotJson(u64),
+}
+
+/// Decodes every y-protocols message in one WebSocket message.
+pub fn decode(frame: &[u8]) -> Result<Vec<ClientMessage>, ProtocolError> {
+    if frame.is_empty() {
+        return Err(ProtocolError::Empty);
+    }
+    let mut messages = Vec::with_capacity(1);
+    let mut rest = frame;
+    while !rest.is_empty() {
+        let mut decoder = DecoderV1::new(Cursor::new(rest));
+        messages.push(client_message(Message::decode(&mut decoder)?)?);
+        let left = decoder.read_to_end()?.len();
+        rest = &rest[rest.len() - left..];
+    }
+    Ok(messages)
+}
+
+fn client_message(message: Message) -> Result<ClientMessage, ProtocolError> {
+    Ok(match message {
+        Message::Sync(SyncMessage::SyncStep1(sv)) => ClientMessage::SyncStep1(sv),
+        Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+            ClientMessage::Update(Bytes::from(update))
+        }
+        Message::Awareness(update) => {
+            check_awareness(&update)?;
+            ClientMessage::Awareness(update)
+        }
+        Message::AwarenessQuery => ClientMessage::QueryAwareness,
+        Message::Auth(_) => ClientMessage::Auth,
+        Message::Custom(tag, _) => return Err(ProtocolError::UnknownType(tag)),
+    })
+}
+
+fn check_awareness(update: &AwarenessUpdate) -> Result<(), ProtocolError> {
+    for (client, entry) in &update.clients {
+        if serde_json::from_str::<serde::de::IgnoredAny>(&entry.json).is_err() {
+            return Err(ProtocolError::AwarenessNotJson(client.get()));
+        }
+    }
+    Ok(())
+}
+
+/// Sync step 1 from the server: its state vector, so the client sends what the server lacks.
+pub fn sync_step1(state_vector: &StateVector) -> Bytes {
+    encode(Message::Sync(SyncMessage::SyncStep1(state_vector.clone())))
+}
+
+/// Sync step 2 from the server: what the client lacks.
+pub fn sync_step2(update: Vec<u8>) -> Bytes {
+    encode(Message::Sync(SyncMessage::SyncStep2(update)))
+}
+
+/// An update to relay.
+pub fn update(update: &[u8]) -> Bytes {
+    encode(Message::Sync(SyncMessage::Update(update.to_vec())))
+}
+
+/// Awareness states to relay.
+pub fn awareness(update: AwarenessUpdate) -> Bytes {
+    encode(Message::Awareness(update))
+}
+
+/// Awareness states as carried between nodes: the payload of an awareness message.
+pub fn encode_awareness_update(update: &AwarenessUpdate) -> Vec<u8> {
+    update.encode_v1()
+}
+
+pub fn decode_awareness_update(data: &[u8]) -> Result<AwarenessUpdate, ProtocolError> {
+    Ok(AwarenessUpdate::decode_v1(data)?)
+}
+
+fn encode(message: Message) -> Bytes {
+    Bytes::from(message.encode_v1())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for frame in [&[][..], &[0xff, 0xff, 0xff], &[9], &[0, 7], &[1, 5, 1]] {
+            assert!(decode(frame).is_err(), "{frame:?}");
+        }
+    }
+
+    #[test]
+    fn an_update_round_trips() {
+        let frame = update(&[0, 0]);
+        let decoded = decode(&frame).unwrap();
+        assert!(matches!(&decoded[..], [ClientMessage::Update(u)] if u.as_ref() == [0, 0]));
+    }
+
+    #[test]
+    fn several_messages_in_one_frame() {
+        let mut frame = sync_step1(&StateVector::default()).to_vec();
+        frame.push(3); // query awareness
+        let decoded = decode(&frame).unwrap();
+        assert!(matches!(
+            &decoded[..],
+            [ClientMessage::SyncStep1(_), ClientMessage::QueryAwareness]
+        ));
+    }
+
+    #[test]
+    fn awareness_states_must_be_json() {
+        // type 1, then a buffer: 1 client, id 7, clock 1, state "{oops"
+        let state = b"{oops";
+        let mut inner = vec![1, 7, 1, state.len() as u8];
+        inner.extend_from_slice(state);
+        let mut frame = vec![1, inner.len() as u8];
+        frame.extend_from_slice(&inner);
+        assert!(matches!(
+            decode(&frame),
+            Err(ProtocolError::AwarenessNotJson(7))
+        ));
+    }
+}
