@@ -10,6 +10,7 @@ use switchboard_core::{Authenticator, Broker, Delivery, MessageLimits, Presence,
 use switchboard_socketio::{EngineConfig, IoConfig, Namespace, SocketIo};
 use tokio::net::TcpListener;
 
+use crate::collab::Collab;
 use crate::config::Settings;
 use crate::notify::Hub;
 use crate::realtime::{self, fanout, presence, ConnectionCounts, Typing, Writer};
@@ -33,6 +34,7 @@ pub struct App {
     /// The main Socket.IO namespace, once built.
     pub namespace: Arc<OnceLock<Namespace>>,
     pub hub: Arc<Hub>,
+    pub collab: Arc<Collab>,
     pub metrics: PrometheusHandle,
 }
 
@@ -89,13 +91,17 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
     // exist only once the broker does: they are filled in below.
     let namespace: Arc<OnceLock<Namespace>> = Arc::default();
     let hub: Arc<OnceLock<Arc<Hub>>> = Arc::default();
-    let (to_rooms, to_users) = (namespace.clone(), hub.clone());
+    let collab: Arc<OnceLock<Arc<Collab>>> = Arc::default();
+    let (to_rooms, to_users, to_documents) = (namespace.clone(), hub.clone(), collab.clone());
     let deliver = move |delivery: Delivery| {
         if let Some(ns) = to_rooms.get() {
             fanout::deliver(ns, &delivery);
         }
         if let Some(hub) = to_users.get() {
             hub.deliver(&delivery);
+        }
+        if let Some(collab) = to_documents.get() {
+            collab.deliver(&delivery);
         }
     };
     let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) =
@@ -112,6 +118,12 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
         };
     let notification_hub = Arc::new(Hub::new(broker.clone(), settings.max_streams_per_user));
     let _ = hub.set(notification_hub.clone());
+    let documents = Arc::new(Collab::new(
+        store.clone(),
+        broker.clone(),
+        settings.collab.clone(),
+    ));
+    let _ = collab.set(documents.clone());
 
     let last_published = store
         .max_message_id()
@@ -129,6 +141,7 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
         presence_refresh_paused: Default::default(),
         namespace: namespace.clone(),
         hub: notification_hub,
+        collab: documents,
         auth,
         store,
         broker,
@@ -187,7 +200,11 @@ pub async fn serve(settings: Settings, dev: bool) -> anyhow::Result<()> {
                     socket.close_connection();
                 }
             }
-            if tokio::time::timeout(app.settings.shutdown_timeout, server).await.is_err() {
+            let drained = async {
+                app.collab.shutdown().await;
+                server.await
+            };
+            if tokio::time::timeout(app.settings.shutdown_timeout, drained).await.is_err() {
                 tracing::info!("open connections outlived the shutdown timeout; exiting");
             }
         }
@@ -198,23 +215,13 @@ pub async fn serve(settings: Settings, dev: bool) -> anyhow::Result<()> {
 fn print_dev_banner(app: &App) -> anyhow::Result<()> {
     println!("switchboard dev mode: http://{}", app.settings.bind);
     println!("API key: {}", app.settings.api_key.as_deref().unwrap_or(""));
-    for user in ["alice", "bob", "carol"] {
-        let token = app.auth.mint(
-            user,
-            Some(&capitalise(user)),
-            &["demo".to_owned()],
-            24 * 3600,
-        )?;
-        println!("token for {user} (workspace demo): {token}");
+    for (user, name) in crate::http::dev::DEMO_USERS {
+        let token =
+            crate::http::dev::demo_token(app, user, name).map_err(|e| anyhow::anyhow!(e.0))?;
+        let workspaces = crate::http::dev::DEMO_WORKSPACES.join(", ");
+        println!("token for {user} (workspaces {workspaces}): {token}");
     }
     Ok(())
-}
-
-fn capitalise(s: &str) -> String {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
 }
 
 async fn shutdown_signal() {

@@ -82,6 +82,21 @@ pub struct SettingArgs {
     /// Seconds a shutdown (SIGTERM) waits for requests and streams to end. Default 10.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
+    /// Largest collaborative-editing update (one WebSocket message), in bytes. Default 1048576.
+    #[arg(long, env = "SWITCHBOARD_COLLAB_MAX_UPDATE_BYTES")]
+    pub collab_max_update_bytes: Option<usize>,
+    /// Largest collaborative document, in bytes of stored updates. Default 16777216.
+    #[arg(long, env = "SWITCHBOARD_COLLAB_MAX_DOCUMENT_BYTES")]
+    pub collab_max_document_bytes: Option<usize>,
+    /// Clients of one document on one node. Default 256.
+    #[arg(long, env = "SWITCHBOARD_COLLAB_MAX_CLIENTS")]
+    pub collab_max_clients: Option<usize>,
+    /// A document with no client is unloaded from memory this long after its last client left, in seconds. Default 30.
+    #[arg(long, env = "SWITCHBOARD_COLLAB_UNLOAD_SECS")]
+    pub collab_unload_secs: Option<u64>,
+    /// Past this many logged updates, a document's log is compacted into a snapshot. Default 500.
+    #[arg(long, env = "SWITCHBOARD_COLLAB_COMPACT_UPDATES")]
+    pub collab_compact_updates: Option<usize>,
     /// Engine.IO ping interval, in milliseconds. Default 25000.
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL_MS")]
     pub ping_interval_ms: Option<u64>,
@@ -118,6 +133,11 @@ struct FileSettings {
     max_connections_per_user: Option<usize>,
     typing_timeout_ms: Option<u64>,
     typing_events_per_second: Option<u32>,
+    collab_max_update_bytes: Option<usize>,
+    collab_max_document_bytes: Option<usize>,
+    collab_max_clients: Option<usize>,
+    collab_unload_secs: Option<u64>,
+    collab_compact_updates: Option<usize>,
 }
 
 /// Everything the server runs with, defaults applied.
@@ -147,6 +167,17 @@ pub struct Settings {
     pub max_connections_per_user: usize,
     pub typing_timeout: Duration,
     pub typing_events_per_second: u32,
+    pub collab: CollabLimits,
+}
+
+/// The limits of collaborative editing.
+#[derive(Debug, Clone)]
+pub struct CollabLimits {
+    pub max_update_bytes: usize,
+    pub max_document_bytes: usize,
+    pub max_clients: usize,
+    pub unload_after: Duration,
+    pub compact_updates: usize,
 }
 
 const DEFAULT_CONFIG_FILE: &str = "switchboard.toml";
@@ -246,6 +277,29 @@ impl Settings {
                 file.typing_events_per_second,
                 5,
             ),
+            collab: CollabLimits {
+                max_update_bytes: pick(
+                    &args.collab_max_update_bytes,
+                    file.collab_max_update_bytes,
+                    1 << 20,
+                ),
+                max_document_bytes: pick(
+                    &args.collab_max_document_bytes,
+                    file.collab_max_document_bytes,
+                    16 << 20,
+                ),
+                max_clients: pick(&args.collab_max_clients, file.collab_max_clients, 256),
+                unload_after: Duration::from_secs(pick(
+                    &args.collab_unload_secs,
+                    file.collab_unload_secs,
+                    30,
+                )),
+                compact_updates: pick(
+                    &args.collab_compact_updates,
+                    file.collab_compact_updates,
+                    500,
+                ),
+            },
         };
         settings.check()?;
         Ok(settings)
@@ -257,6 +311,14 @@ impl Settings {
             || self.typing_events_per_second == 0
         {
             bail!("presence_ttl_ms must be at least 300; typing_timeout_ms and typing_events_per_second positive");
+        }
+        let collab = &self.collab;
+        if collab.max_update_bytes < 1024
+            || collab.max_document_bytes < collab.max_update_bytes
+            || collab.max_clients == 0
+            || collab.compact_updates == 0
+        {
+            bail!("collab_max_update_bytes must be at least 1024 and at most collab_max_document_bytes; collab_max_clients and collab_compact_updates positive");
         }
         if self.max_message_chars == 0 || self.max_payload < 1024 || self.events_per_second == 0 {
             bail!("max_message_chars and events_per_second must be positive, max_payload at least 1024");

@@ -1,9 +1,11 @@
 //! The `switchboard` command: `serve` runs the server, `token` mints a user
 //! token with the configured secret. Everything else lives in the modules:
 //! `config` (settings), `app` (wiring), `realtime` (Socket.IO: chat, presence,
-//! typing), `notify` (per-user notification fan-out), `http` (REST and SSE).
+//! typing), `notify` (per-user notification fan-out), `collab` (collaborative
+//! editing over y-websocket), `http` (REST, SSE and the upgrades).
 
 mod app;
+mod collab;
 mod config;
 mod http;
 mod notify;

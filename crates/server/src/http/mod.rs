@@ -4,6 +4,8 @@
 //! too, at `/socket.io/`.
 
 mod api;
+mod collab;
+pub mod dev;
 mod health;
 mod notifications;
 
@@ -50,6 +52,7 @@ pub fn router(app: Arc<App>, io: &SocketIo) -> Router {
             "/api/notifications/{id}/read",
             post(notifications::mark_read),
         )
+        .route("/collab/{workspace}/{name}", get(collab::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -60,23 +63,13 @@ pub fn router(app: Arc<App>, io: &SocketIo) -> Router {
         .with_state(app)
 }
 
-/// Test hooks that exist only in `serve --dev`.
+/// The routes of `serve --dev` (demo page and test hooks), or none.
 fn dev_routes(app: &App) -> Router<Arc<App>> {
-    if !app.dev {
-        return Router::new();
+    if app.dev {
+        dev::routes()
+    } else {
+        Router::new()
     }
-    Router::new().route("/api/dev/presence/pause", post(pause_presence_refresh))
-}
-
-/// `POST /api/dev/presence/pause` (API key, dev mode only): this node stops
-/// refreshing its presence entries, as a hung node would.
-async fn pause_presence_refresh(
-    axum::extract::State(app): axum::extract::State<Arc<App>>,
-    _: ApiKeyAuth,
-) -> StatusCode {
-    app.presence_refresh_paused
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    StatusCode::NO_CONTENT
 }
 
 fn cors(settings: &Settings) -> CorsLayer {

@@ -84,7 +84,8 @@ pub(super) fn refuse<B>(mut req: Request<B>) -> EngineResponse {
     switching_protocols(&key)
 }
 
-fn switching_protocols(key: &str) -> EngineResponse {
+/// The 101 answer to a WebSocket upgrade request with this `Sec-WebSocket-Key`.
+pub fn switching_protocols(key: &str) -> EngineResponse {
     let mut res = Response::new(Full::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = res.headers_mut();
@@ -103,7 +104,7 @@ fn switching_protocols(key: &str) -> EngineResponse {
 }
 
 /// The `Sec-WebSocket-Key` of a valid WebSocket upgrade request.
-fn websocket_key(headers: &HeaderMap) -> Option<String> {
+pub fn websocket_key(headers: &HeaderMap) -> Option<String> {
     let has = |name: header::HeaderName, value: &str| {
         headers.get_all(name).iter().any(|v| {
             v.to_str()

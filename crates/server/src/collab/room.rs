@@ -1,0 +1,535 @@
+//! One open document on this node: a task that owns the Yjs document, the
+//! connections editing it and the document's log in the Store.
+//!
+//! Everything about a document happens in this task, one command at a time,
+//! so there are no locks on the document. An update from a client is checked,
+//! applied, appended to the Store and only then relayed, to this node's other
+//! clients directly and to other nodes through the broker. If the Store fails,
+//! the room closes every connection and unloads, so that memory never serves
+//! what the Store does not hold; clients reconnect and sync again.
+//!
+//! Past `compact_updates` logged updates, a separate task compacts the log
+//! from what the Store holds (not from memory, which may lack an update that
+//! another node is still relaying), so compaction never loses an update.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use switchboard_collab::{protocol, AwarenessUpdate, ClientID, ClientMessage, Document};
+use switchboard_core::{DocumentId, DocumentLog, StoreError};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::{CloseCode, Collab, Outgoing, RoomHandle};
+
+/// Commands queued for a room; the queue bounds how far clients can run ahead.
+const COMMAND_QUEUE: usize = 256;
+
+pub(super) enum Command {
+    Join {
+        connection: u64,
+        outbox: mpsc::Sender<Outgoing>,
+        joined: oneshot::Sender<Result<(), CloseCode>>,
+    },
+    Messages {
+        connection: u64,
+        messages: Vec<ClientMessage>,
+    },
+    Leave {
+        connection: u64,
+    },
+    /// A compaction ended; `snapshot_bytes` is `None` if it wrote nothing.
+    Compacted {
+        snapshot_bytes: Option<usize>,
+        appended_at_start: usize,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Document traffic from another node.
+pub(super) enum Remote {
+    Update(Bytes),
+    Awareness(AwarenessUpdate),
+    Query,
+}
+
+/// Starts the task of a document's room.
+pub(super) fn open(collab: Arc<Collab>, id: DocumentId) -> RoomHandle {
+    let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (remote, remote_rx) = mpsc::unbounded_channel();
+    let clients = Arc::new(AtomicUsize::new(0));
+    let room = Room {
+        channel: super::channel(&id),
+        id,
+        collab,
+        document: Document::new(),
+        connections: HashMap::new(),
+        clients: clients.clone(),
+        bytes: 0,
+        appended: 0,
+        logged: 0,
+        compacting: false,
+        myself: commands.downgrade(),
+    };
+    tokio::spawn(room.run(command_rx, remote_rx));
+    RoomHandle {
+        commands,
+        remote,
+        clients,
+    }
+}
+
+struct Connection {
+    outbox: mpsc::Sender<Outgoing>,
+    /// The awareness clients this connection speaks for, removed when it closes.
+    awareness: HashSet<ClientID>,
+}
+
+struct Room {
+    id: DocumentId,
+    channel: String,
+    collab: Arc<Collab>,
+    document: Document,
+    connections: HashMap<u64, Connection>,
+    clients: Arc<AtomicUsize>,
+    /// Size of the document's log in the Store, as far as this node knows.
+    bytes: usize,
+    /// Bytes this node appended since the room opened.
+    appended: usize,
+    /// Updates logged since the last compaction.
+    logged: usize,
+    compacting: bool,
+    myself: mpsc::WeakSender<Command>,
+}
+
+/// What a command leaves the room to do next.
+enum Next {
+    Continue,
+    Unload,
+}
+
+impl Room {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut remote: mpsc::UnboundedReceiver<Remote>,
+    ) {
+        if let Err(e) = self.load().await {
+            tracing::error!(error = %e, document = ?self.id, "loading a document failed");
+            self.refuse_all(&mut commands).await;
+            return;
+        }
+        let unload_after = self.collab.limits.unload_after;
+        let mut idle_since = Some(Instant::now());
+        loop {
+            let deadline = idle_since.map(|since| since + unload_after);
+            let next = tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command).await,
+                    None => Next::Unload,
+                },
+                Some(event) = remote.recv() => {
+                    self.remote(event).await;
+                    Next::Continue
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    if self.collab.forget(&self.id, &commands) {
+                        break;
+                    }
+                    Next::Continue
+                }
+            };
+            if let Next::Unload = next {
+                self.close_all(CloseCode::Unavailable, "document unavailable");
+                self.refuse_all(&mut commands).await;
+                break;
+            }
+            idle_since = match (self.connections.is_empty(), idle_since) {
+                (true, None) => Some(Instant::now()),
+                (true, since) => since,
+                (false, _) => None,
+            };
+        }
+        self.unsubscribe().await;
+    }
+
+    /// Subscribes to the document's channel, then reads it from the Store: an
+    /// update another node stores after the read reaches this node by the channel.
+    async fn load(&mut self) -> Result<(), String> {
+        self.collab
+            .broker
+            .subscribe(&self.channel)
+            .await
+            .map_err(|e| e.to_string())?;
+        let log = self
+            .collab
+            .store
+            .document_log(&self.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (document, skipped) = restore(&log);
+        if skipped > 0 {
+            tracing::warn!(skipped, document = ?self.id, "stored updates that do not apply were skipped");
+        }
+        self.document = document;
+        self.bytes = log_bytes(&log);
+        self.logged = log.updates.len();
+        self.publish(b'Q', &[]).await;
+        self.maybe_compact();
+        Ok(())
+    }
+
+    async fn command(&mut self, command: Command) -> Next {
+        match command {
+            Command::Join {
+                connection,
+                outbox,
+                joined,
+            } => {
+                let result = self.join(connection, outbox);
+                let _ = joined.send(result);
+                Next::Continue
+            }
+            Command::Messages {
+                connection,
+                messages,
+            } => self.messages(connection, messages).await,
+            Command::Leave { connection } => {
+                self.leave(connection).await;
+                Next::Continue
+            }
+            Command::Compacted {
+                snapshot_bytes,
+                appended_at_start,
+            } => {
+                self.compacting = false;
+                if let Some(snapshot_bytes) = snapshot_bytes {
+                    self.bytes = snapshot_bytes + (self.appended - appended_at_start);
+                }
+                Next::Continue
+            }
+            Command::Shutdown { done } => {
+                self.close_all(CloseCode::GoingAway, "server shutting down");
+                let _ = done.send(());
+                Next::Unload
+            }
+        }
+    }
+
+    /// Adds a connection and starts its sync: the server's state vector, then
+    /// the awareness states, as the y-websocket server does.
+    fn join(&mut self, connection: u64, outbox: mpsc::Sender<Outgoing>) -> Result<(), CloseCode> {
+        if self.connections.len() >= self.collab.limits.max_clients {
+            return Err(CloseCode::TryAgainLater);
+        }
+        let _ = outbox.try_send(Outgoing::Frame(protocol::sync_step1(
+            &self.document.state_vector(),
+        )));
+        if let Some(states) = self.document.awareness_states() {
+            let _ = outbox.try_send(Outgoing::Frame(protocol::awareness(states)));
+        }
+        self.connections.insert(
+            connection,
+            Connection {
+                outbox,
+                awareness: HashSet::new(),
+            },
+        );
+        self.count_clients();
+        Ok(())
+    }
+
+    async fn messages(&mut self, connection: u64, messages: Vec<ClientMessage>) -> Next {
+        for message in messages {
+            if !self.connections.contains_key(&connection) {
+                break; // closed by an earlier message of the batch
+            }
+            match message {
+                ClientMessage::SyncStep1(state_vector) => {
+                    let missing = self.document.diff(&state_vector);
+                    self.send(connection, protocol::sync_step2(missing));
+                }
+                ClientMessage::Update(update) => {
+                    if let Next::Unload = self.update(connection, update).await {
+                        return Next::Unload;
+                    }
+                }
+                ClientMessage::Awareness(states) => self.awareness(connection, states).await,
+                ClientMessage::QueryAwareness => {
+                    if let Some(states) = self.document.awareness_states() {
+                        self.send(connection, protocol::awareness(states));
+                    }
+                }
+                ClientMessage::Auth => {}
+            }
+        }
+        Next::Continue
+    }
+
+    /// Checks, applies, stores, then relays an update from a client.
+    async fn update(&mut self, connection: u64, update: Bytes) -> Next {
+        let limits = &self.collab.limits;
+        if update.len() > limits.max_update_bytes {
+            self.close(connection, CloseCode::TooLarge, "update too large");
+            return Next::Continue;
+        }
+        if self.bytes + update.len() > limits.max_document_bytes {
+            self.close(
+                connection,
+                CloseCode::DocumentTooLarge,
+                "document too large",
+            );
+            return Next::Continue;
+        }
+        let applied = Document::decode_update(&update).and_then(|u| self.document.apply(u));
+        if let Err(e) = applied {
+            tracing::debug!(error = %e, "malformed update");
+            self.close(connection, CloseCode::Malformed, "malformed update");
+            return Next::Continue;
+        }
+        if let Err(e) = self.store(&update).await {
+            tracing::error!(error = %e, document = ?self.id, "storing a document update failed");
+            return Next::Unload;
+        }
+        metrics::counter!("switchboard_collab_updates_total").increment(1);
+        self.relay(Some(connection), protocol::update(&update));
+        self.publish(b'U', &update).await;
+        self.maybe_compact();
+        Next::Continue
+    }
+
+    async fn store(&mut self, update: &Bytes) -> Result<(), StoreError> {
+        self.collab
+            .store
+            .append_document_updates(&self.id, std::slice::from_ref(update))
+            .await?;
+        self.bytes += update.len();
+        self.appended += update.len();
+        self.logged += 1;
+        Ok(())
+    }
+
+    async fn awareness(&mut self, connection: u64, states: AwarenessUpdate) {
+        let changes = self.document.apply_awareness(states.clone());
+        if changes.is_empty() {
+            return;
+        }
+        if let Some(conn) = self.connections.get_mut(&connection) {
+            conn.awareness.extend(changes.set.iter().copied());
+            for client in &changes.removed {
+                conn.awareness.remove(client);
+            }
+        }
+        self.publish(b'A', &protocol::encode_awareness_update(&states))
+            .await;
+        self.relay(Some(connection), protocol::awareness(states));
+    }
+
+    async fn leave(&mut self, connection: u64) {
+        let Some(conn) = self.connections.remove(&connection) else {
+            return;
+        };
+        self.count_clients();
+        let clients: Vec<ClientID> = conn.awareness.into_iter().collect();
+        if let Some(removal) = self.document.remove_awareness(&clients) {
+            self.publish(b'A', &protocol::encode_awareness_update(&removal))
+                .await;
+            self.relay(None, protocol::awareness(removal));
+        }
+    }
+
+    async fn remote(&mut self, event: Remote) {
+        match event {
+            Remote::Update(update) => {
+                match Document::decode_update(&update).and_then(|u| self.document.apply(u)) {
+                    Ok(()) => {
+                        self.bytes += update.len();
+                        self.relay(None, protocol::update(&update));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an update from another node does not apply")
+                    }
+                }
+            }
+            Remote::Awareness(states) => {
+                if !self.document.apply_awareness(states.clone()).is_empty() {
+                    self.relay(None, protocol::awareness(states));
+                }
+            }
+            Remote::Query => {
+                let local = self
+                    .connections
+                    .values()
+                    .flat_map(|c| c.awareness.iter().copied());
+                if let Some(states) = self.document.awareness_of(local.collect::<Vec<_>>()) {
+                    self.publish(b'A', &protocol::encode_awareness_update(&states))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Sends a frame to every connection but `except`.
+    fn relay(&mut self, except: Option<u64>, frame: Bytes) {
+        let targets: Vec<u64> = self
+            .connections
+            .keys()
+            .copied()
+            .filter(|c| Some(*c) != except)
+            .collect();
+        for connection in targets {
+            self.send(connection, frame.clone());
+        }
+    }
+
+    /// Queues a frame for a connection; one whose queue is full is dropped (its
+    /// task then closes it with 1013 and the client reconnects and syncs again).
+    fn send(&mut self, connection: u64, frame: Bytes) {
+        let Some(conn) = self.connections.get(&connection) else {
+            return;
+        };
+        if conn.outbox.try_send(Outgoing::Frame(frame)).is_err() {
+            tracing::debug!(connection, "collab client too slow; dropped");
+            self.drop_connection(connection);
+        }
+    }
+
+    fn close(&mut self, connection: u64, code: CloseCode, reason: &'static str) {
+        if let Some(conn) = self.connections.get(&connection) {
+            let _ = conn.outbox.try_send(Outgoing::Close(code, reason));
+        }
+        self.drop_connection(connection);
+    }
+
+    /// Forgets a connection without waiting; its awareness removal follows when
+    /// its task reports `Leave`, or at once here.
+    fn drop_connection(&mut self, connection: u64) {
+        if let Some(conn) = self.connections.remove(&connection) {
+            let clients: Vec<ClientID> = conn.awareness.into_iter().collect();
+            if let Some(removal) = self.document.remove_awareness(&clients) {
+                let payload = protocol::encode_awareness_update(&removal);
+                self.relay(None, protocol::awareness(removal));
+                self.publish_later(b'A', payload);
+            }
+            self.count_clients();
+        }
+    }
+
+    fn close_all(&mut self, code: CloseCode, reason: &'static str) {
+        for (_, conn) in self.connections.drain() {
+            let _ = conn.outbox.try_send(Outgoing::Close(code, reason));
+        }
+        self.count_clients();
+    }
+
+    /// Answers every queued join with a refusal (the room failed or is closing).
+    async fn refuse_all(&mut self, commands: &mut mpsc::Receiver<Command>) {
+        self.collab.forget_failed(&self.id);
+        commands.close();
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::Join { joined, .. } => {
+                    let _ = joined.send(Err(CloseCode::Unavailable));
+                }
+                Command::Shutdown { done } => {
+                    let _ = done.send(());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn count_clients(&self) {
+        self.clients
+            .store(self.connections.len(), Ordering::Relaxed);
+    }
+
+    async fn publish(&self, kind: u8, data: &[u8]) {
+        let payload = self.collab.payload(kind, data);
+        if let Err(e) = self.collab.broker.publish(&self.channel, payload).await {
+            tracing::warn!(error = %e, "publishing document traffic failed");
+        }
+    }
+
+    /// Publishes from a context that cannot wait.
+    fn publish_later(&self, kind: u8, data: Vec<u8>) {
+        let collab = self.collab.clone();
+        let channel = self.channel.clone();
+        tokio::spawn(async move {
+            let payload = collab.payload(kind, &data);
+            let _ = collab.broker.publish(&channel, payload).await;
+        });
+    }
+
+    async fn unsubscribe(&self) {
+        if let Err(e) = self.collab.broker.unsubscribe(&self.channel).await {
+            tracing::warn!(error = %e, "unsubscribing a document channel failed");
+        }
+    }
+
+    /// Starts a compaction when the log is long enough and none is running.
+    fn maybe_compact(&mut self) {
+        if self.compacting || self.logged < self.collab.limits.compact_updates {
+            return;
+        }
+        self.compacting = true;
+        self.logged = 0;
+        let (collab, id, myself) = (self.collab.clone(), self.id.clone(), self.myself.clone());
+        let appended_at_start = self.appended;
+        tokio::spawn(async move {
+            let snapshot_bytes = match compact(&collab, &id).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(error = %e, document = ?id, "compacting a document failed");
+                    None
+                }
+            };
+            if let Some(room) = myself.upgrade() {
+                let _ = room
+                    .send(Command::Compacted {
+                        snapshot_bytes,
+                        appended_at_start,
+                    })
+                    .await;
+            }
+        });
+    }
+}
+
+/// Compacts a document's log as the Store holds it. Returns the snapshot's
+/// size, or `None` if another node compacted first.
+async fn compact(collab: &Collab, id: &DocumentId) -> Result<Option<usize>, StoreError> {
+    let log = collab.store.document_log(id).await?;
+    let snapshot = restore(&log).0.snapshot();
+    let replaced: Vec<i64> = log.updates.iter().map(|(id, _)| *id).collect();
+    let compacted = collab
+        .store
+        .compact_document(id, log.version, &snapshot, &replaced)
+        .await?;
+    Ok(compacted.then_some(snapshot.len()))
+}
+
+fn restore(log: &DocumentLog) -> (Document, usize) {
+    let parts = log
+        .snapshot
+        .iter()
+        .map(|s| s.as_ref())
+        .chain(log.updates.iter().map(|(_, u)| u.as_ref()));
+    Document::restore(parts)
+}
+
+fn log_bytes(log: &DocumentLog) -> usize {
+    log.snapshot.as_ref().map_or(0, Bytes::len)
+        + log.updates.iter().map(|(_, u)| u.len()).sum::<usize>()
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
