@@ -42,7 +42,7 @@ describe("serve --dev", () => {
       `no demo tokens printed: ${out}`,
     );
     const apiKey = out.match(/^API key: (\S+)$/m)?.[1];
-    const alice = out.match(/^token for alice \(workspace demo\): (\S+)$/m)?.[1];
+    const alice = out.match(/^token for alice \(workspaces demo, design\): (\S+)$/m)?.[1];
     assert.ok(apiKey && apiKey.length >= 32, `an API key is printed: ${out}`);
     assert.ok(alice, `a token for alice is printed: ${out}`);
 
@@ -74,6 +74,34 @@ describe("serve --dev", () => {
       assert.equal(sent.ok, true);
     } finally {
       socket.close();
+    }
+
+    const page = await httpRequest(`${base}/`);
+    assert.equal(page.status, 200, "the demo page is served at /");
+    assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
+    for (const [asset, type] of [["/assets/app.js", /^text\/javascript/], ["/assets/app.css", /^text\/css/]]) {
+      const res = await httpRequest(`${base}${asset}`);
+      assert.equal(res.status, 200, `${asset} is served`);
+      assert.match(res.headers.get("content-type") ?? "", type);
+    }
+    const demo = await httpRequest(`${base}/api/dev/demo`);
+    assert.equal(demo.status, 200);
+    const session = JSON.parse(demo.body);
+    assert.equal(session.apiKey, apiKey, "the demo session carries the printed API key");
+    assert.deepEqual(session.workspaces, ["demo", "design"]);
+    assert.deepEqual(session.users.map((u) => [u.id, u.name]), [["alice", "Alice"], ["bob", "Bob"], ["carol", "Carol"]]);
+    const bob = io(base, { auth: { token: session.users[1].token }, transports: ["websocket"], reconnection: false, forceNew: true });
+    try {
+      await withTimeout(new Promise((resolve, reject) => {
+        bob.once("connect", resolve);
+        bob.once("connect_error", reject);
+      }), 5_000, "bob's demo token did not connect");
+      for (const workspace of ["demo", "design"]) {
+        const joined = await bob.timeout(5_000).emitWithAck("join_workspace", workspace);
+        assert.deepEqual(joined, { ok: true }, `bob's demo token grants ${workspace}`);
+      }
+    } finally {
+      bob.close();
     }
 
     const put = await httpRequest(`${base}/api/workspaces/w9/members/alice`, {
@@ -118,5 +146,12 @@ describe("CORS", () => {
 
     const health = await httpRequest(`${server.url}/healthz`, { headers: { origin: "http://app.example" } });
     assert.equal(health.headers.get("access-control-allow-origin"), "http://app.example");
+  });
+
+  test("without --dev there is no demo page and no demo session", async () => {
+    for (const path of ["/", "/assets/app.js", "/api/dev/demo"]) {
+      const res = await httpRequest(`${server.url}${path}`);
+      assert.equal(res.status, 404, `${path} answers 404 without --dev`);
+    }
   });
 });
