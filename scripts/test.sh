@@ -3,9 +3,11 @@
 # and PostgreSQL stores), then the end-to-end tests with the real npm clients
 # against the release binaries.
 #
-# Needs: cargo, Node.js 20 + npm, PostgreSQL reachable at SWITCHBOARD_TEST_POSTGRES
-# (default postgres://root@127.0.0.1:5432/test). With CI=true a missing
-# PostgreSQL fails the run instead of skipping its tests.
+# Needs: cargo, Node.js 20 + npm, Chromium (CHROMIUM_PATH or /usr/bin/chromium),
+# Redis at 127.0.0.1:6379 plus redis-server and nginx (multi-node tests), and
+# PostgreSQL at SWITCHBOARD_TEST_POSTGRES (default
+# postgres://root@127.0.0.1:5432/test). With CI=true a missing PostgreSQL fails
+# the run instead of skipping its tests. `.ci/run` checks or installs all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +23,20 @@ cargo build --release --locked -p switchboard-socketio --examples
 echo "== cargo test (release)"
 cargo test --release --locked --workspace
 
-echo "== end-to-end tests (socket.io-client, eventsource, ws, jsonwebtoken)"
+echo "== demo page: the committed web/dist is what its sources build to"
+(
+  cd web
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+  npm run build --silent >/dev/null
+)
+if command -v git >/dev/null && git rev-parse --git-dir >/dev/null 2>&1; then
+  git diff --exit-code --stat -- web/dist \
+    || { echo "test.sh: web/dist differs from a fresh build of web/; rebuild and commit it" >&2; exit 1; }
+fi
+
+echo "== end-to-end tests (socket.io-client, eventsource, ws, yjs + y-websocket, Chromium)"
 cd tests/e2e
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
