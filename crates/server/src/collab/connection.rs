@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use switchboard_collab::protocol;
 use switchboard_core::DocumentId;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -182,10 +182,26 @@ where
         reason: reason.into(),
     };
     let closing = async {
-        ws.close(Some(frame)).await?;
+        let _ = ws.close(Some(frame)).await;
         // Wait for the client's close frame, so the close is clean on both sides.
         while let Some(Ok(_)) = ws.next().await {}
-        Ok::<(), WsError>(())
+        // After a refused oversized message the stream has stopped parsing, and
+        // the rest of that message may still be arriving: read it away, so the
+        // socket is not closed with unread data, which would send a reset that
+        // can destroy the close frame before the client reads it.
+        discard_input(ws.get_mut()).await;
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+}
+
+/// Reads and drops input until the peer closes or pauses for 200 ms.
+async fn discard_input<S: AsyncRead + Unpin>(stream: &mut S) {
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await
+    {
+        if n == 0 {
+            break;
+        }
+    }
 }

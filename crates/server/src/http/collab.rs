@@ -70,3 +70,8 @@ pub async fn upgrade(
     });
     Ok(switching_protocols(&key).map(Body::new).into_response())
 }
+
+/// `/collab/{workspaceId}` or `/collab/{workspaceId}/`: a document name is required.
+pub async fn no_document() -> ApiError {
+    Error::invalid("the document name is missing: /collab/{workspaceId}/{docName}").into()
+}

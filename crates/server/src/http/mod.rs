@@ -53,6 +53,8 @@ pub fn router(app: Arc<App>, io: &SocketIo) -> Router {
             post(notifications::mark_read),
         )
         .route("/collab/{workspace}/{name}", get(collab::upgrade))
+        .route("/collab/{workspace}", get(collab::no_document))
+        .route("/collab/{workspace}/", get(collab::no_document))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
