@@ -15,6 +15,8 @@ pub enum DocumentError {
     NotAnUpdate(#[from] yrs::encoding::read::Error),
     #[error("the update does not apply: {0}")]
     Rejected(#[from] yrs::error::UpdateError),
+    #[error(transparent)]
+    Protocol(#[from] crate::ProtocolError),
 }
 
 /// What an awareness update changed: the clients it set a state for, and
@@ -65,7 +67,9 @@ impl Document {
 
     /// Checks that bytes are a Yjs v1 update, before they are stored or applied.
     pub fn decode_update(bytes: &[u8]) -> Result<Update, DocumentError> {
-        Ok(Update::decode_v1(bytes)?)
+        Ok(crate::protocol::without_panics(|| {
+            Update::decode_v1(bytes)
+        })??)
     }
 
     pub fn apply(&self, update: Update) -> Result<(), DocumentError> {

@@ -45,10 +45,24 @@ pub enum ProtocolError {
     UnknownType(u8),
     #[error("the awareness state of client {0} is not JSON")]
     AwarenessNotJson(u64),
+    #[error("the decoder refused the message")]
+    Rejected,
 }
 
 /// Decodes every y-protocols message in one WebSocket message.
 pub fn decode(frame: &[u8]) -> Result<Vec<ClientMessage>, ProtocolError> {
+    without_panics(|| decode_frame(frame))?
+}
+
+/// Runs a yrs decoder on client bytes, turning a panic into an error. yrs
+/// debug-asserts that client ids fit in 53 bits, and a client picks its ids:
+/// release builds mask them, debug builds would panic on them.
+pub(crate) fn without_panics<T>(decode: impl FnOnce() -> T) -> Result<T, ProtocolError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+        .map_err(|_| ProtocolError::Rejected)
+}
+
+fn decode_frame(frame: &[u8]) -> Result<Vec<ClientMessage>, ProtocolError> {
     if frame.is_empty() {
         return Err(ProtocolError::Empty);
     }
@@ -114,7 +128,7 @@ pub fn encode_awareness_update(update: &AwarenessUpdate) -> Vec<u8> {
 }
 
 pub fn decode_awareness_update(data: &[u8]) -> Result<AwarenessUpdate, ProtocolError> {
-    Ok(AwarenessUpdate::decode_v1(data)?)
+    Ok(without_panics(|| AwarenessUpdate::decode_v1(data))??)
 }
 
 fn encode(message: Message) -> Bytes {
@@ -148,6 +162,24 @@ mod tests {
             &decoded[..],
             [ClientMessage::SyncStep1(_), ClientMessage::QueryAwareness]
         ));
+    }
+
+    #[test]
+    fn a_client_id_past_53_bits_is_no_panic() {
+        // type 1, then a buffer: 1 client, id 2^60 (varuint), clock 1, state "{}"
+        let mut inner = vec![1];
+        let mut id: u64 = 1 << 60;
+        while id >= 0x80 {
+            inner.push((id as u8) | 0x80);
+            id >>= 7;
+        }
+        inner.extend_from_slice(&[id as u8, 1, 2, b'{', b'}']);
+        let mut frame = vec![1, inner.len() as u8];
+        frame.extend_from_slice(&inner);
+        let decoded = decode(&frame);
+        if cfg!(debug_assertions) {
+            assert!(matches!(decoded, Err(ProtocolError::Rejected)));
+        }
     }
 
     #[test]
