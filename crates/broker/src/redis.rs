@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use switchboard_core::ports::DeliveryHandler;
-use switchboard_core::{Broker, BrokerError, Delivery};
+use switchboard_core::{Broker, BrokerError, Delivery, RESUBSCRIBED_CHANNEL};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -119,6 +119,9 @@ impl Drop for RedisBroker {
 /// Keeps a subscription connection up and hands its messages to the node.
 async fn subscriber(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(50);
+    // Set while publishes may have been missed: from a lost or failed connection
+    // until the next one is up and subscribed again.
+    let mut missed = false;
     loop {
         match shared.client.get_async_pubsub().await {
             Ok(pubsub) => {
@@ -142,6 +145,12 @@ async fn subscriber(shared: Arc<Shared>) {
                     shared.connected.store(true, Ordering::Release);
                     backoff = Duration::from_millis(50);
                     tracing::info!("redis subscription connection up");
+                    if std::mem::take(&mut missed) {
+                        (shared.deliver)(Delivery {
+                            channel: RESUBSCRIBED_CHANNEL.to_owned(),
+                            payload: Bytes::new(),
+                        });
+                    }
                     while let Some(message) = stream.next().await {
                         let Some(channel) = message.get_channel_name().strip_prefix(&shared.prefix)
                         else {
@@ -154,10 +163,14 @@ async fn subscriber(shared: Arc<Shared>) {
                     }
                     shared.connected.store(false, Ordering::Release);
                     *shared.sink.lock().await = None;
+                    missed = true;
                     tracing::warn!("redis subscription connection lost; reconnecting");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "redis subscription connection failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "redis subscription connection failed");
+                missed = true;
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);

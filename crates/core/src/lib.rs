@@ -19,5 +19,5 @@ pub use error::{Error, ErrorCode};
 pub use notify::{NewNotification, Notification};
 pub use ports::{
     Broker, BrokerError, Delivery, DocumentId, DocumentLog, Presence, PresenceEntry,
-    RecoverySession, Store, StoreError,
+    RecoverySession, Store, StoreError, RESUBSCRIBED_CHANNEL,
 };

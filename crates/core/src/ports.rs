@@ -130,6 +130,12 @@ pub struct Delivery {
     pub payload: Bytes,
 }
 
+/// The channel of a delivery that says the broker lost its subscriptions and
+/// has them again: whatever was published in between was missed. Listeners
+/// that must not miss anything catch up from the Store when they see it.
+/// No payload. (Channel names of the application never start with a NUL.)
+pub const RESUBSCRIBED_CHANNEL: &str = "\0resubscribed";
+
 /// Called for every delivery; must not block.
 pub type DeliveryHandler = std::sync::Arc<dyn Fn(Delivery) + Send + Sync>;
 

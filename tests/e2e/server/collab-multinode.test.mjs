@@ -15,7 +15,8 @@ import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 
-import { createPostgresDatabase, delay, startSwitchboard } from "../lib/server.mjs";
+import { createPostgresDatabase, delay, freePort, startSwitchboard } from "../lib/server.mjs";
+import { startRedis } from "../lib/redis.mjs";
 import { QUIET_MS } from "../lib/switchboard.mjs";
 import {
   AWARENESS_REMOVAL_MS,
@@ -45,13 +46,13 @@ after(async () => {
   await db?.drop();
 });
 
-/** Starts one node on the shared database and Redis with `prefix`. */
-function startNode(prefix, extraEnv = {}) {
+/** Starts one node on the shared database and a Redis (the shared one by default) with `prefix`. */
+function startNode(prefix, extraEnv = {}, redis = SHARED_REDIS) {
   return startSwitchboard({
     database: db.url,
     secret: SECRET,
     apiKey: API_KEY,
-    env: { SWITCHBOARD_BROKER: SHARED_REDIS, SWITCHBOARD_REDIS_PREFIX: prefix, ...extraEnv },
+    env: { SWITCHBOARD_BROKER: redis, SWITCHBOARD_REDIS_PREFIX: prefix, ...extraEnv },
   });
 }
 
@@ -210,5 +211,54 @@ describe("collaborative editing on two nodes joined by Redis, and a third joinin
     c.doc.getArray("array").push(["after restart"]);
     await converged([c.doc, d.doc], { what: "the restarted nodes still relay to each other" });
     assert.deepEqual(d.doc.getArray("array").toJSON(), ["after restart"]);
+  });
+});
+
+describe("collaborative editing through a Redis restart (a private redis-server)", () => {
+  let redis;
+  let port;
+  const nodes = [];
+  const peers = new Peers();
+
+  before(async () => {
+    port = await freePort();
+    redis = await startRedis(port);
+    const prefix = freshPrefix();
+    const url = `redis://127.0.0.1:${port}`;
+    nodes.push(await startNode(prefix, {}, url), await startNode(prefix, {}, url));
+  });
+  after(async () => {
+    peers.closeAll();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.kill();
+  });
+
+  test("edits made on one node while Redis is down reach the other node's connected clients once it is back", async () => {
+    const [n1, n2] = nodes;
+    const ws = fresh("mn-outage");
+    const a = await peers.open(n1, ws, "doc", { sub: "alice" });
+    const b = await peers.open(n2, ws, "doc", { sub: "bob" });
+    a.doc.getText("text").insert(0, "before;");
+    await until("bob gets alice's edit before the outage", () => b.doc.getText("text").toString() === "before;");
+    const bobSocket = b.provider.ws;
+
+    await redis.kill("SIGKILL");
+    a.doc.getText("text").insert(7, "during;");
+    a.doc.getText("text").delete(0, 7); // a deletion too: it changes no state vector
+    a.doc.getMap("map").set("outage", true);
+    await delay(500);
+    assert.equal(b.doc.getText("text").toString(), "before;", "nothing crosses nodes while Redis is down");
+
+    redis = await startRedis(port);
+    const expected = docState(a.doc);
+    await until("bob, still connected, gets the edits made during the outage", () => JSON.stringify(docState(b.doc)) === JSON.stringify(expected), {
+      timeoutMs: 15_000,
+      describe: () => JSON.stringify(docState(b.doc)),
+    });
+    assert.equal(b.provider.ws, bobSocket, "bob's connection was never replaced: the node caught up by itself");
+    assert.equal(b.doc.getText("text").toString(), "during;");
+
+    a.doc.getText("text").insert(0, "after;");
+    await until("edits cross nodes again after the outage", () => b.doc.getText("text").toString() === "after;during;");
   });
 });

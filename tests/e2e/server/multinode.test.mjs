@@ -14,9 +14,7 @@
 
 import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import net from "node:net";
 import { performance } from "node:perf_hooks";
 
 import {
@@ -43,6 +41,7 @@ import {
   send,
   userToken,
 } from "../lib/switchboard.mjs";
+import { startRedis } from "../lib/redis.mjs";
 import { CONNECTED_FRAME, Streams, createNotification, metric, parseEventFrame, poll } from "../lib/notifications.mjs";
 
 const SHARED_REDIS = process.env.SWITCHBOARD_TEST_REDIS || "redis://127.0.0.1:6379";
@@ -284,72 +283,6 @@ describe("three nodes joined by Redis", () => {
     assert.deepEqual(await stopped, { workspaceId: ws, userId: "eve" });
   });
 });
-
-// ---------------------------------------------------------------------------
-// A private redis-server that the test may kill and restart.
-
-function redisPing(port, timeoutMs = 500) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: "127.0.0.1", port });
-    let data = "";
-    const done = (ok) => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    sock.on("connect", () => sock.write("PING\r\n"));
-    sock.on("data", (c) => {
-      data += c;
-      if (data.includes("\r\n")) done(data.startsWith("+PONG"));
-    });
-    sock.on("error", () => done(false));
-  });
-}
-
-/** Starts `redis-server` on `port` (loopback, no persistence) and waits until it answers PING. */
-async function startRedis(port) {
-  const proc = spawn(
-    "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let output = "";
-  proc.stdout.on("data", (c) => {
-    output = (output + c).slice(-20_000);
-  });
-  proc.stderr.on("data", (c) => {
-    output = (output + c).slice(-20_000);
-  });
-  let spawnError = null;
-  proc.once("error", (err) => {
-    spawnError = err;
-  });
-  const exited = new Promise((resolve) => proc.once("close", resolve));
-  const gone = () => proc.exitCode !== null || proc.signalCode !== null || spawnError !== null;
-  const redis = {
-    port,
-    proc,
-    output: () => output,
-    get running() {
-      return !gone();
-    },
-    async kill(signal = "SIGKILL") {
-      if (!gone()) proc.kill(signal);
-      await withTimeout(exited, 5_000, `redis-server on ${port} did not exit after ${signal}`);
-    },
-  };
-  try {
-    await eventually(async () => {
-      if (gone()) throw new Error(`redis-server exited (${spawnError?.message ?? proc.exitCode}): ${output}`);
-      return redisPing(port);
-    }, 10_000, 50);
-  } catch (err) {
-    await redis.kill().catch(() => {});
-    throw new Error(`redis-server on ${port} did not come up: ${err.message}\n${output}`);
-  }
-  return redis;
-}
 
 describe("a Redis restart under two nodes", () => {
   let nodes = [];

@@ -12,7 +12,9 @@
 //! subscribes to it. A payload is `<node id>\n<kind><data>`: `U` an update
 //! (already stored), `A` awareness states, `Q` a node asking the others for
 //! their awareness states. A node skips its own payloads: its clients had
-//! them directly.
+//! them directly. When the broker had lost its subscriptions for a while,
+//! every room reads its document from the Store again and sends its clients
+//! what they missed.
 //!
 //! The HTTP upgrade (auth, access, limits) lives in `http::collab`.
 
@@ -24,7 +26,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use switchboard_core::{Broker, Delivery, DocumentId, Store};
+use switchboard_core::{Broker, Delivery, DocumentId, Store, RESUBSCRIBED_CHANNEL};
 use tokio::sync::{mpsc, oneshot};
 
 pub use connection::serve;
@@ -159,6 +161,12 @@ impl Collab {
 
     /// Hands a broker delivery on a document channel to that document's room.
     pub fn deliver(&self, delivery: &Delivery) {
+        if delivery.channel == RESUBSCRIBED_CHANNEL {
+            for room in self.rooms().values() {
+                let _ = room.remote.send(Remote::Resync);
+            }
+            return;
+        }
         let Some(document) = parse_channel(&delivery.channel) else {
             return;
         };

@@ -26,6 +26,11 @@ use super::{CloseCode, Collab, Outgoing, RoomHandle};
 
 /// Commands queued for a room; the queue bounds how far clients can run ahead.
 const COMMAND_QUEUE: usize = 256;
+/// Updates kept for publishing while the broker is down; past it, the whole
+/// document is published once the broker is back.
+const MAX_UNPUBLISHED: usize = 1024;
+/// How often kept updates are offered to the broker again.
+const REPUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub(super) enum Command {
     Join {
@@ -55,6 +60,8 @@ pub(super) enum Remote {
     Update(Bytes),
     Awareness(AwarenessUpdate),
     Query,
+    /// Updates from other nodes may have been missed: catch up from the Store.
+    Resync,
 }
 
 /// Starts the task of a document's room.
@@ -73,6 +80,8 @@ pub(super) fn open(collab: Arc<Collab>, id: DocumentId) -> RoomHandle {
         appended: 0,
         logged: 0,
         compacting: false,
+        unpublished: Vec::new(),
+        unpublished_overflow: false,
         myself: commands.downgrade(),
     };
     tokio::spawn(room.run(command_rx, remote_rx));
@@ -103,6 +112,9 @@ struct Room {
     /// Updates logged since the last compaction.
     logged: usize,
     compacting: bool,
+    /// Stored updates the broker did not take yet, oldest first.
+    unpublished: Vec<Bytes>,
+    unpublished_overflow: bool,
     myself: mpsc::WeakSender<Command>,
 }
 
@@ -136,8 +148,12 @@ impl Room {
                     self.remote(event).await;
                     Next::Continue
                 }
+                _ = tokio::time::sleep(REPUBLISH_INTERVAL), if self.has_unpublished() => {
+                    self.publish_pending().await;
+                    Next::Continue
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    if self.collab.forget(&self.id, &commands) {
+                    if !self.has_unpublished() && self.collab.forget(&self.id, &commands) {
                         break;
                     }
                     Next::Continue
@@ -181,6 +197,10 @@ impl Room {
         self.publish(b'Q', &[]).await;
         self.maybe_compact();
         Ok(())
+    }
+
+    fn has_unpublished(&self) -> bool {
+        !self.unpublished.is_empty() || self.unpublished_overflow
     }
 
     async fn command(&mut self, command: Command) -> Next {
@@ -297,7 +317,7 @@ impl Room {
         }
         metrics::counter!("switchboard_collab_updates_total").increment(1);
         self.relay(Some(connection), protocol::update(&update));
-        self.publish(b'U', &update).await;
+        self.publish_update(update).await;
         self.maybe_compact();
         Next::Continue
     }
@@ -360,6 +380,7 @@ impl Room {
                     self.relay(None, protocol::awareness(states));
                 }
             }
+            Remote::Resync => self.resync().await,
             Remote::Query => {
                 let local = self
                     .connections
@@ -371,6 +392,32 @@ impl Room {
                 }
             }
         }
+    }
+
+    /// Applies the document's log again (updates are idempotent) and sends the
+    /// clients whatever that added. The diff against the state before always
+    /// carries the whole delete set, so missed deletions arrive too.
+    async fn resync(&mut self) {
+        let before = self.document.state_vector();
+        let log = match self.collab.store.document_log(&self.id).await {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::warn!(error = %e, document = ?self.id, "catching up a document failed");
+                return;
+            }
+        };
+        let parts = log
+            .snapshot
+            .iter()
+            .chain(log.updates.iter().map(|(_, u)| u));
+        for part in parts {
+            if let Ok(update) = Document::decode_update(part) {
+                let _ = self.document.apply(update);
+            }
+        }
+        self.bytes = self.bytes.max(log_bytes(&log));
+        let missed = self.document.diff(&before);
+        self.relay(None, protocol::update(&missed));
     }
 
     /// Sends a frame to every connection but `except`.
@@ -448,10 +495,48 @@ impl Room {
             .store(self.connections.len(), Ordering::Relaxed);
     }
 
-    async fn publish(&self, kind: u8, data: &[u8]) {
+    async fn publish(&self, kind: u8, data: &[u8]) -> bool {
         let payload = self.collab.payload(kind, data);
-        if let Err(e) = self.collab.broker.publish(&self.channel, payload).await {
-            tracing::warn!(error = %e, "publishing document traffic failed");
+        match self.collab.broker.publish(&self.channel, payload).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing document traffic failed");
+                false
+            }
+        }
+    }
+
+    /// Publishes a stored update for the other nodes. One that cannot be
+    /// published (the broker is down) is kept and published again later, in
+    /// order, so the other nodes' clients get it without reconnecting.
+    async fn publish_update(&mut self, update: Bytes) {
+        if self.unpublished.is_empty() && self.publish(b'U', &update).await {
+            return;
+        }
+        if self.unpublished.len() < MAX_UNPUBLISHED {
+            self.unpublished.push(update);
+        } else {
+            self.unpublished_overflow = true;
+        }
+        self.publish_pending().await;
+    }
+
+    /// Publishes what could not be published before; past `MAX_UNPUBLISHED`
+    /// updates, the whole document as one update instead.
+    async fn publish_pending(&mut self) {
+        if self.unpublished_overflow {
+            if !self.publish(b'U', &self.document.snapshot()).await {
+                return;
+            }
+            self.unpublished.clear();
+            self.unpublished_overflow = false;
+            return;
+        }
+        while let Some(update) = self.unpublished.first() {
+            if !self.publish(b'U', update).await {
+                return;
+            }
+            self.unpublished.remove(0);
         }
     }
 

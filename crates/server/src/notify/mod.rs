@@ -5,14 +5,15 @@
 //! `<id>\n<json>`; every node with a listener for that user subscribes to the
 //! channel and passes the same JSON text to its listeners. A listener whose
 //! queue is full is dropped: its stream ends and the client resumes with
-//! `Last-Event-ID`, missing nothing.
+//! `Last-Event-ID`, missing nothing. So is every listener when the broker had
+//! lost its subscriptions for a while.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use switchboard_core::{Broker, Delivery, Error, ErrorCode, Notification};
+use switchboard_core::{Broker, Delivery, Error, ErrorCode, Notification, RESUBSCRIBED_CHANNEL};
 use tokio::sync::mpsc;
 
 const USER_CHANNEL: &str = "user:";
@@ -108,6 +109,12 @@ impl Hub {
 
     /// Hands a delivery from the broker to the user's listeners on this node.
     pub fn deliver(&self, delivery: &Delivery) {
+        if delivery.channel == RESUBSCRIBED_CHANNEL {
+            // Notifications published while the broker was away were missed:
+            // end every stream and poll, so that clients resume from their last id.
+            self.users().clear();
+            return;
+        }
         let Some(user) = delivery.channel.strip_prefix(USER_CHANNEL) else {
             return;
         };
