@@ -69,3 +69,34 @@ export async function startRedis(port) {
   return redis;
 }
 
+
+/**
+ * The number of subscribers Redis at `url` counts on a pub/sub channel
+ * (`PUBSUB NUMSUB`), which is the number of nodes subscribed to it.
+ */
+export function subscriberCount(url, channel, timeoutMs = 2_000) {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: hostname, port: Number(port) || 6379 });
+    let data = "";
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`PUBSUB NUMSUB ${channel}: no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const arg = (a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`;
+    sock.on("connect", () => sock.write(`*3\r\n${arg("PUBSUB")}${arg("NUMSUB")}${arg(channel)}`));
+    sock.on("data", (c) => {
+      data += c;
+      const count = data.match(/:(\d+)\r\n$/);
+      if (count) {
+        clearTimeout(timer);
+        sock.destroy();
+        resolve(Number(count[1]));
+      }
+    });
+    sock.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}

@@ -41,7 +41,7 @@ import {
   send,
   userToken,
 } from "../lib/switchboard.mjs";
-import { startRedis } from "../lib/redis.mjs";
+import { startRedis, subscriberCount } from "../lib/redis.mjs";
 import { CONNECTED_FRAME, Streams, createNotification, metric, parseEventFrame, poll } from "../lib/notifications.mjs";
 
 const SHARED_REDIS = process.env.SWITCHBOARD_TEST_REDIS || "redis://127.0.0.1:6379";
@@ -109,11 +109,13 @@ const freshWorkspace = (prefix) => `${prefix}-${process.pid}-${(wsCounter += 1)}
 
 describe("three nodes joined by Redis", () => {
   let nodes = [];
+  let prefix;
   const clients = new Clients();
   const streams = new Streams();
 
   before(async () => {
-    nodes = await startNodes(3, SHARED_REDIS, freshPrefix());
+    prefix = freshPrefix();
+    nodes = await startNodes(3, SHARED_REDIS, prefix);
   });
   afterEach(() => {
     clients.closeAll();
@@ -123,6 +125,36 @@ describe("three nodes joined by Redis", () => {
     clients.closeAll();
     streams.closeAll();
     await Promise.all(nodes.map((n) => n.stop()));
+  });
+
+  test("a node subscribes to a workspace's channel only while it has a local member there", async () => {
+    const [n1, n2, n3] = nodes;
+    const ws = freshWorkspace("subs");
+    const channel = `${prefix}ws:${ws}`;
+    const subscribers = () => subscriberCount(SHARED_REDIS, channel);
+    const expectSubscribers = async (count, context) =>
+      eventually(async () => (await subscribers()) === count, 5_000, 50).catch(async () =>
+        assert.fail(`${context}: expected ${count} nodes subscribed to ${channel}, Redis counts ${await subscribers()}`),
+      );
+
+    assert.equal(await subscribers(), 0, "no node listens to a workspace nobody joined");
+    const alice = await clients.connect(n1, { sub: "alice", workspaces: [ws] });
+    const alice2 = await clients.connect(n1, { sub: "alice", workspaces: [ws] });
+    const bob = await clients.connect(n2, { sub: "bob", workspaces: [ws] });
+    await clients.connect(n3, { sub: "carol", workspaces: [ws] }); // connected, never joins
+    await join(alice, ws);
+    await expectSubscribers(1, "after alice joined on node 1");
+    await join(alice2, ws);
+    await join(bob, ws);
+    await expectSubscribers(2, "after a second tab on node 1 and bob on node 2 joined (node 3 has no member)");
+
+    assert.equal((await emitAck(bob, "leave_workspace", { workspaceId: ws })).ok, true);
+    await expectSubscribers(1, "after bob, node 2's only member, left");
+    alice.close();
+    await delay(300);
+    assert.equal(await subscribers(), 1, "node 1 stays subscribed while its other member is there");
+    alice2.close();
+    await expectSubscribers(0, "after node 1's last member disconnected");
   });
 
   test("a message sent on node 1 reaches the members on nodes 2 and 3 and the sender, with one id", async () => {
