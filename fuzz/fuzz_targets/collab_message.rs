@@ -26,6 +26,7 @@ fuzz_target!(|frame: &[u8]| {
                     let _ = document.apply(update);
                 }
                 let _ = document.snapshot();
+                let _ = document.diff(&Default::default());
             }
             ClientMessage::Awareness(states) => {
                 let changes = document.apply_awareness(states);

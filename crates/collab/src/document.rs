@@ -81,17 +81,31 @@ impl Document {
         self.awareness.doc().transact().state_vector()
     }
 
-    /// What a peer with `remote` state lacks, as one update.
+    /// What a peer with `remote` state lacks, as one update, with the pending
+    /// updates (those still waiting for what they build on) when yrs can encode
+    /// them, and without them when it cannot.
     pub fn diff(&self, remote: &StateVector) -> Vec<u8> {
-        self.awareness
-            .doc()
-            .transact()
-            .encode_state_as_update_v1(remote)
+        self.with_pending(remote)
+            .unwrap_or_else(|_| self.awareness.doc().transact().encode_diff_v1(remote))
     }
 
-    /// The whole document as one update: what a compaction stores.
-    pub fn snapshot(&self) -> Vec<u8> {
-        self.diff(&StateVector::default())
+    /// The whole document as one update, pending updates included: what a
+    /// compaction stores. An error when yrs cannot encode the pending updates;
+    /// the log must then stay as it is, since a snapshot would lose them.
+    pub fn snapshot(&self) -> Result<Vec<u8>, DocumentError> {
+        self.with_pending(&StateVector::default())
+    }
+
+    /// yrs merges the pending updates into the encoding and unwraps the merge,
+    /// which panics on some pending updates that a client can craft (found by
+    /// fuzzing): the panic becomes an error here.
+    fn with_pending(&self, remote: &StateVector) -> Result<Vec<u8>, DocumentError> {
+        Ok(crate::protocol::without_panics(|| {
+            self.awareness
+                .doc()
+                .transact()
+                .encode_state_as_update_v1(remote)
+        })?)
     }
 
     /// Applies awareness states from a client or another node.
@@ -184,7 +198,7 @@ mod tests {
         let second = edit(&client, "world");
         let (doc, skipped) = Document::restore([&second[..], &[0xff, 0xfe][..], &first[..]]);
         assert_eq!(skipped, 1);
-        assert_eq!(text_of(&doc.snapshot()), "hello world");
+        assert_eq!(text_of(&doc.snapshot().unwrap()), "hello world");
     }
 
     #[test]
@@ -207,7 +221,30 @@ mod tests {
         );
         peer.apply(Document::decode_update(&missing).unwrap())
             .unwrap();
-        assert_eq!(text_of(&peer.snapshot()), "abcd");
+        assert_eq!(text_of(&peer.snapshot().unwrap()), "abcd");
+    }
+
+    #[test]
+    fn a_crafted_pending_update_does_not_break_sync() {
+        // Found by fuzzing: a step 2 whose update stays pending, and which yrs
+        // then fails to merge back when it encodes the document.
+        let frame = [
+            0x00, 0x01, 0x38, 0x01, 0x03, 0xf1, 0x8a, 0x77, 0x6f, 0x72, 0x6c, 0x64, 0x01, 0x01,
+            0x68, 0x0b, 0x74, 0x65, 0x6c, 0x6c, 0x6f, 0x20, 0x77, 0x6f, 0x72, 0x6c, 0x64, 0x28,
+            0x01, 0x01, 0x6d, 0x01, 0x6b, 0x01, 0x75, 0x03, 0x7d, 0x01, 0x7d, 0x02, 0x76, 0x01,
+            0x01, 0x61, 0x77, 0x01, 0x62, 0x08, 0x01, 0x01, 0x61, 0x03, 0x77, 0x01, 0x78, 0x7d,
+            0x03, 0x78, 0x00,
+        ];
+        let doc = Document::new();
+        for message in crate::protocol::decode(&frame).unwrap() {
+            if let crate::ClientMessage::Update(update) = message {
+                if let Ok(update) = Document::decode_update(&update) {
+                    let _ = doc.apply(update);
+                }
+            }
+        }
+        let _ = doc.diff(&StateVector::default());
+        let _ = doc.snapshot();
     }
 
     #[test]

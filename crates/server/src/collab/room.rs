@@ -525,7 +525,8 @@ impl Room {
     /// updates, the whole document as one update instead.
     async fn publish_pending(&mut self) {
         if self.unpublished_overflow {
-            if !self.publish(b'U', &self.document.snapshot()).await {
+            let whole = self.document.diff(&Default::default());
+            if !self.publish(b'U', &whole).await {
                 return;
             }
             self.unpublished.clear();
@@ -589,7 +590,10 @@ impl Room {
 /// size, or `None` if another node compacted first.
 async fn compact(collab: &Collab, id: &DocumentId) -> Result<Option<usize>, StoreError> {
     let log = collab.store.document_log(id).await?;
-    let snapshot = restore(&log).0.snapshot();
+    let Ok(snapshot) = restore(&log).0.snapshot() else {
+        tracing::warn!(document = ?id, "pending updates cannot be encoded; the log is kept as it is");
+        return Ok(None);
+    };
     let replaced: Vec<i64> = log.updates.iter().map(|(id, _)| *id).collect();
     let compacted = collab
         .store
