@@ -4,7 +4,8 @@
 # against the release binaries.
 #
 # Needs: cargo, Node.js 20 + npm, Chromium (CHROMIUM_PATH or /usr/bin/chromium),
-# Redis at 127.0.0.1:6379 plus redis-server and nginx (multi-node tests), and
+# Redis at 127.0.0.1:6379 plus redis-server 7, redis-cli (the cluster tests start
+# their own Redis Cluster) and nginx (multi-node tests), and
 # PostgreSQL at SWITCHBOARD_TEST_POSTGRES (default
 # postgres://root@127.0.0.1:5432/test). With CI=true a missing PostgreSQL fails
 # the run instead of skipping its tests. `.ci/run` checks or installs all of them.

@@ -3,14 +3,28 @@
 //! their expiry, and a set of the workspaces that have entries. Every command
 //! names its keys; nothing scans the keyspace. An expired entry is reported by
 //! the one node whose `ZREM` removed it, so a leave is announced once.
+//!
+//! Every command touches exactly one key, so the same code runs on one Redis
+//! and on a Redis Cluster: there each command goes to the master of its key's
+//! slot ([`Cluster::query`]), and the workspaces' sets spread over the shards.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
+use redis::{Cmd, FromRedisValue};
 use switchboard_core::{BrokerError, Presence, PresenceEntry};
 
+use crate::cluster::Cluster;
+
 pub struct RedisPresence {
-    connection: ConnectionManager,
+    backend: Backend,
     prefix: String,
+}
+
+enum Backend {
+    Single(ConnectionManager),
+    Cluster(Arc<Cluster>),
 }
 
 fn redis_error(e: redis::RedisError) -> BrokerError {
@@ -30,8 +44,26 @@ fn decode(member: &str) -> Option<Member> {
 impl RedisPresence {
     pub(crate) fn new(connection: ConnectionManager, prefix: &str) -> Self {
         Self {
-            connection,
+            backend: Backend::Single(connection),
             prefix: prefix.to_owned(),
+        }
+    }
+
+    pub(crate) fn cluster(cluster: Arc<Cluster>, prefix: &str) -> Self {
+        Self {
+            backend: Backend::Cluster(cluster),
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// Runs `cmd`, whose one key is `key`.
+    async fn query<T: FromRedisValue>(&self, key: &str, cmd: &Cmd) -> Result<T, BrokerError> {
+        match &self.backend {
+            Backend::Single(connection) => {
+                let mut c = connection.clone();
+                cmd.query_async(&mut c).await.map_err(redis_error)
+            }
+            Backend::Cluster(cluster) => Ok(cluster.query(key.as_bytes(), cmd).await?),
         }
     }
 
@@ -45,14 +77,10 @@ impl RedisPresence {
 
     /// Live members (expiring after `now`).
     async fn live(&self, workspace: &str, now: i64) -> Result<Vec<Member>, BrokerError> {
-        let mut c = self.connection.clone();
-        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.key(workspace))
-            .arg(format!("({now}"))
-            .arg("+inf")
-            .query_async(&mut c)
-            .await
-            .map_err(redis_error)?;
+        let key = self.key(workspace);
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(&key).arg(format!("({now}")).arg("+inf");
+        let members: Vec<String> = self.query(&key, &cmd).await?;
         Ok(members.iter().filter_map(|m| decode(m)).collect())
     }
 
@@ -68,6 +96,12 @@ impl RedisPresence {
             .iter()
             .any(|(_, u, _)| u == user))
     }
+
+    async fn zrem(&self, key: &str, member: &str) -> Result<i64, BrokerError> {
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(key).arg(member);
+        self.query(key, &cmd).await
+    }
 }
 
 #[async_trait]
@@ -80,20 +114,16 @@ impl Presence for RedisPresence {
         now: i64,
     ) -> Result<bool, BrokerError> {
         let was_present = self.user_present(workspace, &entry.user_id, now).await?;
-        let mut c = self.connection.clone();
-        redis::pipe()
-            .cmd("ZADD")
-            .arg(self.key(workspace))
-            .arg(expires_at)
-            .arg(encode(entry))
-            .ignore()
-            .cmd("SADD")
-            .arg(self.index())
-            .arg(workspace)
-            .ignore()
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(redis_error)?;
+        let (key, index) = (self.key(workspace), self.index());
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(&key).arg(expires_at).arg(encode(entry));
+        let mut sadd = redis::cmd("SADD");
+        sadd.arg(&index).arg(workspace);
+        // Two keys, maybe on two shards: two commands, sent together.
+        tokio::try_join!(
+            self.query::<i64>(&key, &zadd),
+            self.query::<i64>(&index, &sadd)
+        )?;
         Ok(!was_present)
     }
 
@@ -103,15 +133,10 @@ impl Presence for RedisPresence {
         connection: &str,
         now: i64,
     ) -> Result<Option<String>, BrokerError> {
-        let mut c = self.connection.clone();
-        let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(self.key(workspace))
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .query_async(&mut c)
-            .await
-            .map_err(redis_error)?;
+        let key = self.key(workspace);
+        let mut zrange = redis::cmd("ZRANGE");
+        zrange.arg(&key).arg(0).arg(-1).arg("WITHSCORES");
+        let members: Vec<(String, f64)> = self.query(&key, &zrange).await?;
         let mut gone_user = None;
         for (member, expires) in members {
             let Some((conn, user, _)) = decode(&member) else {
@@ -120,12 +145,7 @@ impl Presence for RedisPresence {
             if conn != connection {
                 continue;
             }
-            let removed: i64 = redis::cmd("ZREM")
-                .arg(self.key(workspace))
-                .arg(&member)
-                .query_async(&mut c)
-                .await
-                .map_err(redis_error)?;
+            let removed = self.zrem(&key, &member).await?;
             if removed == 1 && expires as i64 > now {
                 gone_user = Some(user);
             }
@@ -153,29 +173,18 @@ impl Presence for RedisPresence {
     }
 
     async fn expire(&self, now: i64) -> Result<Vec<(String, String)>, BrokerError> {
-        let mut c = self.connection.clone();
-        let workspaces: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.index())
-            .query_async(&mut c)
-            .await
-            .map_err(redis_error)?;
+        let index = self.index();
+        let mut smembers = redis::cmd("SMEMBERS");
+        smembers.arg(&index);
+        let workspaces: Vec<String> = self.query(&index, &smembers).await?;
         let mut gone = Vec::new();
         for workspace in workspaces {
             let key = self.key(&workspace);
-            let expired: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                .arg(&key)
-                .arg("-inf")
-                .arg(now)
-                .query_async(&mut c)
-                .await
-                .map_err(redis_error)?;
+            let mut expired_cmd = redis::cmd("ZRANGEBYSCORE");
+            expired_cmd.arg(&key).arg("-inf").arg(now);
+            let expired: Vec<String> = self.query(&key, &expired_cmd).await?;
             for member in expired {
-                let removed: i64 = redis::cmd("ZREM")
-                    .arg(&key)
-                    .arg(&member)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(redis_error)?;
+                let removed = self.zrem(&key, &member).await?;
                 let Some((_, user, _)) = decode(&member) else {
                     continue;
                 };
@@ -184,18 +193,13 @@ impl Presence for RedisPresence {
                     gone.push((workspace.clone(), user));
                 }
             }
-            let left: i64 = redis::cmd("ZCARD")
-                .arg(&key)
-                .query_async(&mut c)
-                .await
-                .map_err(redis_error)?;
+            let mut zcard = redis::cmd("ZCARD");
+            zcard.arg(&key);
+            let left: i64 = self.query(&key, &zcard).await?;
             if left == 0 {
-                let _: i64 = redis::cmd("SREM")
-                    .arg(self.index())
-                    .arg(&workspace)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(redis_error)?;
+                let mut srem = redis::cmd("SREM");
+                srem.arg(&index).arg(&workspace);
+                let _: i64 = self.query(&index, &srem).await?;
             }
         }
         Ok(gone)

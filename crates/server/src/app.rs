@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use switchboard_broker::{MemoryBroker, MemoryPresence, RedisBroker};
+use switchboard_broker::{MemoryBroker, MemoryPresence, RedisBroker, RedisClusterBroker};
 use switchboard_core::{Authenticator, Broker, Delivery, MessageLimits, Presence, Store};
 use switchboard_socketio::{EngineConfig, IoConfig, Namespace, SocketIo};
 use tokio::net::TcpListener;
@@ -112,6 +112,16 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
                     .with_context(|| format!("connecting to the broker at {}", settings.broker))?;
             let presence = Arc::new(redis.presence());
             (Arc::new(redis), presence)
+        } else if settings.broker.starts_with("redis-cluster://") {
+            let cluster = RedisClusterBroker::connect(
+                &settings.broker,
+                &settings.redis_prefix,
+                Arc::new(deliver),
+            )
+            .await
+            .with_context(|| format!("connecting to the Redis Cluster at {}", settings.broker))?;
+            let presence = Arc::new(cluster.presence());
+            (Arc::new(cluster), presence)
         } else {
             let broker = Arc::new(MemoryBroker::new(Arc::new(deliver)));
             (broker, Arc::new(MemoryPresence::default()))

@@ -31,10 +31,14 @@ pub struct SettingArgs {
     /// `sqlite://path` (default sqlite://switchboard.db) or `postgres://...`.
     #[arg(long, env = "SWITCHBOARD_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// `memory` (default) or `redis://host:port[/db]` to join other nodes.
+    /// `memory` (default), `redis://host:port[/db]` to join other nodes through
+    /// one Redis, or `redis-cluster://host:port,host:port,...` (seed nodes) to
+    /// join them through a Redis Cluster (7.0 or later) with sharded pub/sub.
     #[arg(long, env = "SWITCHBOARD_BROKER")]
     pub broker: Option<String>,
-    /// Prefix of every Redis channel, so deployments can share one Redis. Default `switchboard:`.
+    /// Prefix of every Redis channel and key, so deployments can share one Redis
+    /// (or one Redis Cluster; keep `{` out of it there, or it becomes a hash tag
+    /// and puts every channel on one shard). Default `switchboard:`.
     #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
     /// Origins allowed by CORS, comma-separated; `*` for any. Default: none.
@@ -329,9 +333,12 @@ impl Settings {
         {
             bail!("ping_interval_ms, ping_timeout_ms and sse_ping_interval_ms must be positive");
         }
-        if self.broker != "memory" && !self.broker.starts_with("redis://") {
+        if self.broker != "memory"
+            && !self.broker.starts_with("redis://")
+            && !self.broker.starts_with("redis-cluster://")
+        {
             bail!(
-                "unsupported broker {:?}: use `memory` or `redis://host:port`",
+                "unsupported broker {:?}: use `memory`, `redis://host:port` or `redis-cluster://host:port,host:port,...`",
                 self.broker
             );
         }

@@ -1,0 +1,702 @@
+//! Redis Cluster sharded pub/sub: fan-out between nodes that scales past one
+//! Redis. Selected by `SWITCHBOARD_BROKER=redis-cluster://host:port,host:port,...`
+//! (seed nodes). A channel lives on the master that serves its hash slot: a
+//! publish is one `SPUBLISH` to that master, and a node `SSUBSCRIBE`s there to
+//! the channels it has local listeners for (counted, as with
+//! [`RedisBroker`](crate::RedisBroker)), so both the traffic and the
+//! subscriptions spread over the shards instead of going through every Redis.
+//!
+//! # Layout
+//!
+//! - [`Cluster`](crate::cluster::Cluster): the slot map (`CLUSTER SLOTS`) and
+//!   one command connection per master, used for `SPUBLISH`, `PING` and the
+//!   presence commands, following `MOVED`/`ASK`.
+//! - One subscription task per master: its own connection, on which it
+//!   `SSUBSCRIBE`s to every channel with listeners whose slot that master
+//!   serves. When the connection drops, the task marks the master down
+//!   (publishes for its slots fail at once, `ping` fails), reconnects with
+//!   bounded backoff (50 ms to 5 s) and subscribes again by itself.
+//! - A coordinator task that refreshes the slot map when a reply says it is
+//!   stale (`MOVED`, a `sunsubscribe` the node did not ask for, which is what
+//!   Redis sends when a slot moves away, a lost connection) and every 15 s,
+//!   starts and stops subscription tasks for masters that come and go, and
+//!   makes every task resubscribe by the new map.
+//!
+//! Messages published while a shard's subscription is down are not delivered;
+//! clients catch up from the store (`since`, `Last-Event-ID`), as with Redis.
+//! When channels that had listeners all along are subscribed again (after a
+//! lost connection, or on the new master of a slot that moved) and the
+//! master confirmed them all, the node gets a delivery on
+//! [`RESUBSCRIBED_CHANNEL`] so that its listeners can catch up.
+//!
+//! # Why hand-written
+//!
+//! The `redis` crate (1.x) has sharded pub/sub in its `cluster-async` feature
+//! (RESP3 `ssubscribe`, resubscribed after reconnects and slot refreshes), but
+//! three of its behaviours fall short here: its subscription tracker takes the
+//! `sunsubscribe` that Redis pushes when a slot moves as a removal, so such a
+//! channel is never subscribed again on the slot's new master; an
+//! `SSUBSCRIBE` that fails while a shard is down is not remembered; and push
+//! messages reach the caller without the node they came from, so there is no
+//! way to know which shard is down (to fail its publishes fast and to answer
+//! readiness). Its plain `aio::PubSub` has no `SSUBSCRIBE`, and a RESP3
+//! multiplexed connection takes an unsolicited `sunsubscribe` push as the
+//! reply to whatever request is in flight. So the subscription side is a
+//! small RESP2 connection per master ([`crate::resp`]), and commands use the
+//! crate's multiplexed connections; no extra crate features are needed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use switchboard_core::ports::DeliveryHandler;
+use switchboard_core::{Broker, BrokerError, Delivery, RESUBSCRIBED_CHANNEL};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::cluster::{key_slot, split_address, Cluster, ClusterError, Node, NodeState};
+use crate::resp::{read_frame, Frame, Item};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A subscription connection is checked with `PING` this often...
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// ...and taken as dead when no answer came for this long.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `subscribe` waits for the shard to confirm a new channel.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+/// Slot-map refreshes are at least this far apart...
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+/// ...and happen at least this often.
+const PERIODIC_REFRESH: Duration = Duration::from_secs(15);
+/// Startup waits this long for every master's subscription connection.
+const STARTUP_WAIT: Duration = Duration::from_secs(5);
+
+pub struct RedisClusterBroker {
+    shared: Arc<Shared>,
+    coordinator: AbortHandle,
+}
+
+struct Shared {
+    cluster: Arc<Cluster>,
+    prefix: String,
+    deliver: DeliveryHandler,
+    /// Channel (without prefix) → local subscriptions.
+    channels: Mutex<HashMap<String, usize>>,
+    /// Master address → its subscription task.
+    shards: Mutex<HashMap<String, Shard>>,
+    /// Channel → `subscribe` calls waiting for its confirmation.
+    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+}
+
+struct Shard {
+    node: Arc<Node>,
+    tx: mpsc::UnboundedSender<ShardMsg>,
+    task: AbortHandle,
+}
+
+#[derive(Clone)]
+enum ShardMsg {
+    /// A channel's listener count went from 0 to 1 or from 1 to 0.
+    Channel(String),
+    /// The slot map may have changed: check every channel.
+    Resync,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RedisClusterBroker {
+    /// Connects to the cluster named by a `redis-cluster://host:port,...` URL;
+    /// every channel name gets `prefix` in Redis.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        deliver: DeliveryHandler,
+    ) -> Result<Self, BrokerError> {
+        let cluster = Arc::new(Cluster::new(url)?);
+        cluster.refresh().await?;
+        let shared = Arc::new(Shared {
+            cluster,
+            prefix: prefix.to_owned(),
+            deliver,
+            channels: Mutex::new(HashMap::new()),
+            shards: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+        });
+        shared.sync_shards();
+        let coordinator = tokio::spawn(coordinator(shared.clone())).abort_handle();
+        let broker = Self {
+            shared,
+            coordinator,
+        };
+        // Start ready: wait (bounded) for every master's subscription connection.
+        let deadline = Instant::now() + STARTUP_WAIT;
+        while broker.check_up().is_err() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        broker.check_up()?;
+        Ok(broker)
+    }
+
+    /// Presence kept in the same cluster, under the same prefix: one sorted
+    /// set per workspace, each on the master of its slot.
+    pub fn presence(&self) -> crate::RedisPresence {
+        crate::RedisPresence::cluster(self.shared.cluster.clone(), &self.shared.prefix)
+    }
+
+    /// Every slot is served and every master's subscription connection is up.
+    fn check_up(&self) -> Result<(), ClusterError> {
+        let map = self.shared.cluster.map();
+        if !map.covers_all() {
+            return Err(ClusterError::SlotUncovered(
+                (0..crate::cluster::SLOTS)
+                    .find(|&s| map.master(s).is_none())
+                    .unwrap_or(0),
+            ));
+        }
+        for address in map.masters() {
+            let node = self.shared.cluster.node(address);
+            if node.state() != NodeState::Up {
+                return Err(ClusterError::NodeDown(address.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisClusterBroker {
+    fn drop(&mut self) {
+        self.coordinator.abort();
+        for shard in lock(&self.shared.shards).values() {
+            shard.task.abort();
+        }
+    }
+}
+
+impl Shared {
+    fn prefixed(&self, channel: &str) -> String {
+        format!("{}{channel}", self.prefix)
+    }
+
+    /// Starts a subscription task for every master of the map, stops those of
+    /// nodes that no longer serve slots.
+    fn sync_shards(self: &Arc<Self>) {
+        let map = self.cluster.map();
+        let mut shards = lock(&self.shards);
+        shards.retain(|address, shard| {
+            let keep = map.masters().contains(address);
+            if !keep {
+                tracing::info!(node = %address, "redis cluster node serves no slots any more");
+                shard.task.abort();
+                shard.node.set_state(NodeState::Unknown);
+            }
+            keep
+        });
+        for address in map.masters() {
+            if !shards.contains_key(address) {
+                let node = self.cluster.node(address);
+                let (tx, rx) = mpsc::unbounded_channel();
+                let task = tokio::spawn(shard_task(self.clone(), node.clone(), rx)).abort_handle();
+                shards.insert(address.clone(), Shard { node, tx, task });
+            }
+        }
+    }
+
+    fn broadcast(&self, msg: ShardMsg) {
+        for shard in lock(&self.shards).values() {
+            let _ = shard.tx.send(msg.clone());
+        }
+    }
+
+    fn listeners(&self, channel: &str) -> usize {
+        lock(&self.channels).get(channel).copied().unwrap_or(0)
+    }
+
+    /// Wakes the `subscribe` calls waiting for `channel`.
+    fn confirmed(&self, channel: &str) {
+        if let Some(waiters) = lock(&self.waiters).remove(channel) {
+            for waiter in waiters {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    /// Lets go of the `subscribe` calls waiting for `channel` (without a confirmation).
+    fn release(&self, channel: &str) {
+        lock(&self.waiters).remove(channel);
+    }
+}
+
+/// Refreshes the slot map when asked to (and periodically), then makes the
+/// subscription tasks follow it.
+async fn coordinator(shared: Arc<Shared>) {
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shared.cluster.refresh_wanted() => {}
+            _ = tokio::time::sleep(PERIODIC_REFRESH) => {}
+        }
+        let since = last.elapsed();
+        if since < MIN_REFRESH_INTERVAL {
+            tokio::time::sleep(MIN_REFRESH_INTERVAL - since).await;
+        }
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            match shared.cluster.refresh().await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "redis cluster slot map refresh failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        last = Instant::now();
+        shared.sync_shards();
+        shared.broadcast(ShardMsg::Resync);
+    }
+}
+
+/// Keeps one master's subscription connection up.
+async fn shard_task(
+    shared: Arc<Shared>,
+    node: Arc<Node>,
+    mut rx: mpsc::UnboundedReceiver<ShardMsg>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        match open(&node).await {
+            Ok((reader, writer)) => {
+                backoff = MIN_BACKOFF;
+                let reason = Subscriber::new(&shared, &node, writer)
+                    .run(reader, &mut rx)
+                    .await;
+                node.set_state(NodeState::Down);
+                tracing::warn!(node = %node.address(), %reason, "redis cluster subscription connection lost; reconnecting");
+                // A failover or a resharding may be why: look at the slot map again.
+                shared.cluster.want_refresh();
+                if rx.is_closed() {
+                    return;
+                }
+            }
+            Err(e) => {
+                node.set_state(NodeState::Down);
+                tracing::warn!(node = %node.address(), error = %e, "redis cluster subscription connection failed");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Opens a subscription connection (authenticated when the URL had credentials).
+async fn open(node: &Node) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf), ClusterError> {
+    let address = node.address();
+    let protocol = |reason: String| ClusterError::Protocol {
+        node: address.to_owned(),
+        reason,
+    };
+    let io = |e: std::io::Error| ClusterError::Redis {
+        node: address.to_owned(),
+        source: e.into(),
+    };
+    let (host, port) =
+        split_address(address).ok_or_else(|| protocol("not a host:port address".into()))?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| io(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(io)?;
+    stream.set_nodelay(true).map_err(io)?;
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let settings = node.info().redis_settings();
+    if let Some(password) = settings.password() {
+        let mut auth = redis::cmd("AUTH");
+        if let Some(user) = settings.username() {
+            auth.arg(user);
+        }
+        auth.arg(password);
+        tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&auth.get_packed_command()))
+            .await
+            .map_err(|_| io(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(io)?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut reader)).await {
+            Ok(Ok(Frame::Item(Item::Simple(_)))) => {}
+            Ok(Ok(Frame::Item(Item::Error(e)))) => return Err(protocol(format!("AUTH: {e}"))),
+            Ok(Ok(other)) => return Err(protocol(format!("AUTH answered {other:?}"))),
+            Ok(Err(e)) => return Err(protocol(format!("AUTH: {e}"))),
+            Err(_) => return Err(io(std::io::ErrorKind::TimedOut.into())),
+        }
+    }
+    Ok((reader, write))
+}
+
+/// What the reading task reports to the subscription task.
+enum Control {
+    Subscribed(String),
+    Unsubscribed(String),
+    Pong,
+    /// An error reply (`MOVED` for a channel whose slot moved, `CLUSTERDOWN`, ...).
+    Error(String),
+    Lost(String),
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One live subscription connection of a master and what was sent on it.
+struct Subscriber<'a> {
+    shared: &'a Arc<Shared>,
+    node: &'a Node,
+    writer: OwnedWriteHalf,
+    /// Channels (without prefix) `SSUBSCRIBE`d on this connection.
+    subscribed: HashSet<String>,
+    /// Our `SUNSUBSCRIBE`s not confirmed yet, per channel: any other
+    /// `sunsubscribe` comes from the server (the channel's slot moved).
+    unsubscribing: HashMap<String, usize>,
+    /// Channels that had listeners before and were `SSUBSCRIBE`d again by a
+    /// resync, not confirmed yet: publishes to them may have been missed.
+    resubscribing: HashSet<String>,
+    /// Set when a resync subscribed such channels: once they are all
+    /// confirmed, the node hears of it on [`RESUBSCRIBED_CHANNEL`].
+    missed: bool,
+    /// Commands to write.
+    out: Vec<u8>,
+}
+
+impl<'a> Subscriber<'a> {
+    fn new(shared: &'a Arc<Shared>, node: &'a Node, writer: OwnedWriteHalf) -> Self {
+        Self {
+            shared,
+            node,
+            writer,
+            subscribed: HashSet::new(),
+            unsubscribing: HashMap::new(),
+            resubscribing: HashSet::new(),
+            missed: false,
+            out: Vec::new(),
+        }
+    }
+
+    /// Runs until the connection is lost; returns why.
+    async fn run(
+        mut self,
+        reader: BufReader<OwnedReadHalf>,
+        rx: &mut mpsc::UnboundedReceiver<ShardMsg>,
+    ) -> String {
+        let (control_tx, mut control) = mpsc::unbounded_channel();
+        let _reader = AbortOnDrop(
+            tokio::spawn(read_loop(self.shared.clone(), reader, control_tx)).abort_handle(),
+        );
+        // Everything queued while disconnected is covered by a full resync.
+        while rx.try_recv().is_ok() {}
+        self.resync();
+        if let Err(reason) = self.flush().await {
+            return reason;
+        }
+        self.node.set_state(NodeState::Up);
+        tracing::info!(node = %self.node.address(), channels = self.subscribed.len(), "redis cluster subscription connection up");
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_pong = Instant::now();
+        let reason = loop {
+            tokio::select! {
+                report = control.recv() => match report {
+                    None => break "reader stopped".to_owned(),
+                    Some(Control::Lost(reason)) => break reason,
+                    Some(Control::Pong) => last_pong = Instant::now(),
+                    Some(Control::Subscribed(channel)) => self.confirmed(&channel),
+                    Some(Control::Unsubscribed(channel)) => self.unsubscribed(channel),
+                    Some(Control::Error(error)) => self.error_reply(&error),
+                },
+                msg = rx.recv() => match msg {
+                    None => break "broker dropped".to_owned(),
+                    Some(ShardMsg::Channel(channel)) => {
+                        let map = self.shared.cluster.map();
+                        self.reconcile(&channel, &map, false);
+                    }
+                    Some(ShardMsg::Resync) => self.resync(),
+                },
+                _ = ping.tick() => {
+                    if last_pong.elapsed() > PING_TIMEOUT {
+                        break format!("no answer to PING within {PING_TIMEOUT:?}");
+                    }
+                    self.out.extend_from_slice(&redis::cmd("PING").get_packed_command());
+                }
+            }
+            if let Err(reason) = self.flush().await {
+                break reason;
+            }
+        };
+        for channel in &self.subscribed {
+            self.shared.release(channel);
+        }
+        reason
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        match tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(&out)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write failed: {e}")),
+            Err(_) => Err(format!("write not done within {WRITE_TIMEOUT:?}")),
+        }
+    }
+
+    fn owns(&self, channel: &str, map: &crate::cluster::SlotMap) -> bool {
+        let slot = key_slot(self.shared.prefixed(channel).as_bytes());
+        map.master(slot) == Some(self.node.address())
+    }
+
+    /// Subscribes to or unsubscribes from one channel, as its listeners and
+    /// the slot map say. `resync`: not for a channel that just got its first
+    /// listener, so one whose publishes may have been missed.
+    fn reconcile(&mut self, channel: &str, map: &crate::cluster::SlotMap, resync: bool) {
+        let owned = self.owns(channel, map);
+        let wanted = owned && self.shared.listeners(channel) > 0;
+        let has = self.subscribed.contains(channel);
+        if wanted && !has {
+            self.command("SSUBSCRIBE", channel);
+            self.subscribed.insert(channel.to_owned());
+            if resync {
+                self.resubscribing.insert(channel.to_owned());
+                self.missed = true;
+            }
+        } else if !wanted && has {
+            self.subscribed.remove(channel);
+            // A channel whose slot moved away was dropped by the server already.
+            if owned {
+                self.command("SUNSUBSCRIBE", channel);
+                *self.unsubscribing.entry(channel.to_owned()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Reconciles every channel with listeners and every channel subscribed here.
+    fn resync(&mut self) {
+        let map = self.shared.cluster.map();
+        let mut channels: Vec<String> = lock(&self.shared.channels)
+            .iter()
+            .filter(|(_, &count)| count > 0)
+            .map(|(channel, _)| channel.clone())
+            .collect();
+        channels.extend(self.subscribed.iter().cloned());
+        channels.sort_unstable();
+        channels.dedup();
+        for channel in channels {
+            self.reconcile(&channel, &map, true);
+        }
+    }
+
+    fn confirmed(&mut self, channel: &str) {
+        self.shared.confirmed(channel);
+        self.resubscribing.remove(channel);
+        if self.missed && self.resubscribing.is_empty() {
+            self.missed = false;
+            (self.shared.deliver)(Delivery {
+                channel: RESUBSCRIBED_CHANNEL.to_owned(),
+                payload: Bytes::new(),
+            });
+        }
+    }
+
+    fn command(&mut self, name: &str, channel: &str) {
+        // One channel per command: the channels of one SSUBSCRIBE must share a slot.
+        self.out.extend_from_slice(
+            &redis::cmd(name)
+                .arg(self.shared.prefixed(channel))
+                .get_packed_command(),
+        );
+    }
+
+    fn unsubscribed(&mut self, channel: String) {
+        if let Some(pending) = self.unsubscribing.get_mut(&channel) {
+            *pending -= 1;
+            if *pending == 0 {
+                self.unsubscribing.remove(&channel);
+            }
+            return;
+        }
+        // The server dropped the subscription: its slot moved to another master.
+        self.subscribed.remove(&channel);
+        if self.shared.listeners(&channel) > 0 {
+            tracing::info!(node = %self.node.address(), %channel, "redis cluster dropped a subscription (slot moved); refreshing the slot map");
+            self.shared.cluster.want_refresh();
+        }
+    }
+
+    fn error_reply(&mut self, error: &str) {
+        // Not tied to one channel: forget what was sent, so that the resync after
+        // the refresh subscribes again to everything this master serves.
+        tracing::info!(node = %self.node.address(), %error, "redis cluster subscription command refused; refreshing the slot map");
+        for channel in std::mem::take(&mut self.subscribed) {
+            self.shared.release(&channel);
+        }
+        self.unsubscribing.clear();
+        self.resubscribing.clear();
+        self.shared.cluster.want_refresh();
+    }
+}
+
+/// Reads a subscription connection: deliveries go to the node, the rest to the subscription task.
+async fn read_loop(
+    shared: Arc<Shared>,
+    mut reader: BufReader<OwnedReadHalf>,
+    control: mpsc::UnboundedSender<Control>,
+) {
+    loop {
+        let frame = match read_frame(&mut reader).await {
+            Ok(frame) => frame,
+            Err(e) => {
+                let _ = control.send(Control::Lost(e.to_string()));
+                return;
+            }
+        };
+        let report = match frame {
+            Frame::Array(items) => match items.as_slice() {
+                [Item::Bulk(Some(kind)), Item::Bulk(Some(channel)), Item::Bulk(Some(payload))]
+                    if kind == b"smessage" =>
+                {
+                    if let Some(channel) = unprefixed(&shared.prefix, channel) {
+                        (shared.deliver)(Delivery {
+                            channel,
+                            payload: Bytes::copy_from_slice(payload),
+                        });
+                    }
+                    None
+                }
+                [Item::Bulk(Some(kind)), Item::Bulk(Some(channel)), Item::Int(_)]
+                    if kind == b"ssubscribe" =>
+                {
+                    unprefixed(&shared.prefix, channel).map(Control::Subscribed)
+                }
+                [Item::Bulk(Some(kind)), Item::Bulk(Some(channel)), Item::Int(_)]
+                    if kind == b"sunsubscribe" =>
+                {
+                    unprefixed(&shared.prefix, channel).map(Control::Unsubscribed)
+                }
+                [Item::Bulk(Some(kind)), ..] if kind.eq_ignore_ascii_case(b"pong") => {
+                    Some(Control::Pong)
+                }
+                _ => None,
+            },
+            Frame::Item(Item::Simple(s)) if s.eq_ignore_ascii_case("pong") => Some(Control::Pong),
+            Frame::Item(Item::Error(e)) => Some(Control::Error(e)),
+            Frame::Item(_) => None,
+        };
+        if let Some(report) = report {
+            if control.send(report).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn unprefixed(prefix: &str, channel: &[u8]) -> Option<String> {
+    std::str::from_utf8(channel)
+        .ok()?
+        .strip_prefix(prefix)
+        .map(str::to_owned)
+}
+
+#[async_trait]
+impl Broker for RedisClusterBroker {
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BrokerError> {
+        let key = self.shared.prefixed(channel);
+        let mut cmd = redis::cmd("SPUBLISH");
+        cmd.arg(&key).arg(payload.as_ref());
+        self.shared
+            .cluster
+            .query::<i64>(key.as_bytes(), &cmd)
+            .await
+            .map(drop)
+            .map_err(Into::into)
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
+        let first = {
+            let mut channels = lock(&self.shared.channels);
+            let count = channels.entry(channel.to_owned()).or_default();
+            *count += 1;
+            *count == 1
+        };
+        if !first {
+            return Ok(());
+        }
+        let slot = key_slot(self.shared.prefixed(channel).as_bytes());
+        let waiter = match self.shared.cluster.owner(slot) {
+            Some(node) if node.state() == NodeState::Up => {
+                let (tx, rx) = oneshot::channel();
+                lock(&self.shared.waiters)
+                    .entry(channel.to_owned())
+                    .or_default()
+                    .push(tx);
+                Some(rx)
+            }
+            // Down: its task subscribes when it reconnects. Unserved: after a refresh.
+            Some(_) => None,
+            None => {
+                self.shared.cluster.want_refresh();
+                None
+            }
+        };
+        self.shared.broadcast(ShardMsg::Channel(channel.to_owned()));
+        if let Some(waiter) = waiter {
+            // Without a confirmation in time, the shard's task keeps at it.
+            let _ = tokio::time::timeout(SUBSCRIBE_WAIT, waiter).await;
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
+        let last = {
+            let mut channels = lock(&self.shared.channels);
+            match channels.get_mut(channel) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                Some(_) => {
+                    channels.remove(channel);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.shared.broadcast(ShardMsg::Channel(channel.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        self.check_up()?;
+        let cluster = &self.shared.cluster;
+        let nodes: Vec<Arc<Node>> = cluster
+            .map()
+            .masters()
+            .iter()
+            .map(|address| cluster.node(address))
+            .collect();
+        futures_util::future::try_join_all(nodes.iter().map(|node| cluster.ping(node))).await?;
+        Ok(())
+    }
+}
