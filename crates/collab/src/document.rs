@@ -17,6 +17,8 @@ pub enum DocumentError {
     Rejected(#[from] yrs::error::UpdateError),
     #[error(transparent)]
     Protocol(#[from] crate::ProtocolError),
+    #[error("yrs failed while applying the update; the document must be rebuilt")]
+    Broken,
 }
 
 /// What an awareness update changed: the clients it set a state for, and
@@ -72,9 +74,26 @@ impl Document {
         })??)
     }
 
+    /// Applies an update. [`DocumentError::Broken`] means yrs panicked while
+    /// applying it (fuzzing found updates that make it index out of bounds):
+    /// this document may be inconsistent and must be replaced, for instance
+    /// rebuilt from storage with [`Document::restore`].
     pub fn apply(&self, update: Update) -> Result<(), DocumentError> {
-        let mut txn = self.awareness.doc().transact_mut();
-        Ok(txn.apply_update(update)?)
+        let applied = crate::protocol::without_panics(|| {
+            let mut txn = self.awareness.doc().transact_mut();
+            txn.apply_update(update)
+        });
+        match applied {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(DocumentError::Broken),
+        }
+    }
+
+    /// Takes over the awareness states of `other` (a document being replaced).
+    pub fn adopt_awareness(&mut self, other: &Document) {
+        if let Some(states) = other.awareness_states() {
+            self.apply_awareness(states);
+        }
     }
 
     pub fn state_vector(&self) -> StateVector {
@@ -235,16 +254,57 @@ mod tests {
             0x01, 0x61, 0x77, 0x01, 0x62, 0x08, 0x01, 0x01, 0x61, 0x03, 0x77, 0x01, 0x78, 0x7d,
             0x03, 0x78, 0x00,
         ];
+        let another = [
+            0x00, 0x01, 0x38, 0x01, 0x03, 0xf1, 0x8a, 0x87, 0x92, 0x09, 0x00, 0x07, 0x01, 0x01,
+            0x74, 0x00, 0x02, 0x0a, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x75, 0x03, 0x7d, 0x01, 0x7d, 0x02, 0x76, 0x01,
+            0x01, 0x61, 0x77, 0x01, 0x62, 0x08, 0x01, 0x01, 0x61, 0x77, 0x01, 0x62, 0x08, 0x7d,
+            0x03, 0x78, 0x00,
+        ];
+        for frame in [&frame[..], &another[..]] {
+            let doc = Document::new();
+            for message in crate::protocol::decode(frame).unwrap() {
+                if let crate::ClientMessage::Update(update) = message {
+                    if let Ok(update) = Document::decode_update(&update) {
+                        let _ = doc.apply(update);
+                    }
+                }
+            }
+            let _ = doc.diff(&StateVector::default());
+            assert!(
+                doc.snapshot().is_err(),
+                "yrs cannot encode this pending update"
+            );
+        }
+    }
+
+    /// Found by fuzzing: a client message whose updates make yrs index out of
+    /// bounds while applying one of them.
+    pub(crate) const BREAKING_FRAME: [u8; 117] = [
+        0x00, 0x01, 0x37, 0x01, 0x03, 0xf1, 0x88, 0x92, 0x09, 0x01, 0x04, 0x01, 0x11, 0x74, 0x0b,
+        0x77, 0x6c, 0x65, 0x68, 0x6f, 0x20, 0x6c, 0x6f, 0x72, 0x6c, 0x60, 0x28, 0x03, 0x00, 0x00,
+        0x02, 0x00, 0x00, 0x00, 0x02, 0x00, 0x02, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x65, 0x6c,
+        0x6c, 0x74, 0x0b, 0x00, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x20, 0x77, 0x6f, 0x01, 0x00, 0x01,
+        0x38, 0x01, 0x03, 0xf1, 0x8a, 0x87, 0x92, 0xff, 0x04, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0x03, 0x00, 0x32, 0x00, 0x01, 0x01, 0xe0, 0xff, 0x00, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00,
+        0x05, 0x01, 0x00, 0x00, 0x00, 0x01, 0x7d, 0x02, 0x76, 0x01, 0x01, 0x61, 0x77, 0x01, 0x62,
+        0x08, 0x01, 0x01, 0x61, 0x03, 0x77, 0x01, 0x78, 0x7d, 0x03, 0x78, 0x00,
+    ];
+
+    #[test]
+    fn an_update_that_breaks_yrs_is_an_error() {
+        let mut broken = 0;
         let doc = Document::new();
-        for message in crate::protocol::decode(&frame).unwrap() {
+        for message in crate::protocol::decode(&BREAKING_FRAME).unwrap() {
             if let crate::ClientMessage::Update(update) = message {
                 if let Ok(update) = Document::decode_update(&update) {
-                    let _ = doc.apply(update);
+                    if let Err(DocumentError::Broken) = doc.apply(update) {
+                        broken += 1;
+                    }
                 }
             }
         }
-        let _ = doc.diff(&StateVector::default());
-        let _ = doc.snapshot();
+        assert_eq!(broken, 1);
     }
 
     #[test]

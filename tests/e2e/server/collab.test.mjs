@@ -365,6 +365,33 @@ for (const store of STORES) {
       assert.deepEqual(docState(c.doc), { text: "intact and working", map: {}, array: [] }, "the server's state after the bad input");
     });
 
+    test("an update that makes yrs fail while applying it closes that connection (1007); the document is rebuilt and goes on", async () => {
+      // Found by fuzzing the server's decoder: among these messages is an update that
+      // makes yrs index out of bounds while applying it.
+      const breaking = Buffer.from(
+        "0001370103f188920901040111740b776c65686f206c6f726c602803000002000000020002000002000000656c6c740b0068656c6c6f20776f" +
+          "010001380103f18a8792ff04ffffffffffff030032000101e0ff000000010100000501000000017d027601016177016208010161037701787d037800",
+        "hex",
+      );
+      const ws = fresh("breaking");
+      const a = await peers.open(server, ws, "doc", { sub: "alice" });
+      const b = await peers.open(server, ws, "doc", { sub: "bob" });
+      setText(a.doc, "intact");
+      await textIs(b, "intact");
+
+      const raw = await peers.raw(server, ws, "doc");
+      raw.send(breaking);
+      const closed = await raw.closedWithin(3_000).catch((err) => ({ error: err.message }));
+      assert.equal(closed.code ?? closed.error, 1007, "the connection that sent it is closed as malformed");
+
+      assertStillConnected([a, b], "after the breaking update");
+      a.doc.getText("text").insert(6, " and working");
+      await textIs(b, "intact and working", "an edit after the breaking update reaches bob");
+      const c = await peers.open(server, ws, "doc", { sub: "carol" });
+      assert.equal(c.doc.getText("text").toString(), "intact and working", "a new client gets the document");
+      assert.deepEqual(docState(c.doc), docState(b.doc), "the rebuilt document is what the clients hold");
+    });
+
     test("an update over the default 1 MiB limit closes that connection with 1009; one of 900 KB passes", async () => {
       const ws = fresh("big-default");
       const a = await peers.open(server, ws, "doc", { sub: "alice" });

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchboard_collab::{protocol, AwarenessUpdate, ClientID, ClientMessage, Document};
+use switchboard_collab::{
+    protocol, AwarenessUpdate, ClientID, ClientMessage, Document, DocumentError,
+};
 use switchboard_core::{DocumentId, DocumentLog, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -309,6 +311,9 @@ impl Room {
         if let Err(e) = applied {
             tracing::debug!(error = %e, "malformed update");
             self.close(connection, CloseCode::Malformed, "malformed update");
+            if let DocumentError::Broken = e {
+                return self.rebuild().await;
+            }
             return Next::Continue;
         }
         if let Err(e) = self.store(&update).await {
@@ -370,6 +375,11 @@ impl Room {
                         self.bytes += update.len();
                         self.relay(None, protocol::update(&update));
                     }
+                    Err(DocumentError::Broken) => {
+                        if let Next::Unload = self.rebuild().await {
+                            self.close_all(CloseCode::Unavailable, "document unavailable");
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "an update from another node does not apply")
                     }
@@ -390,6 +400,26 @@ impl Room {
                     self.publish(b'A', &protocol::encode_awareness_update(&states))
                         .await;
                 }
+            }
+        }
+    }
+
+    /// Replaces a document that yrs left inconsistent with one rebuilt from the
+    /// Store, keeping the awareness states. The update that broke it was never
+    /// stored or relayed, so the clients hold nothing the rebuilt one lacks.
+    async fn rebuild(&mut self) -> Next {
+        tracing::warn!(document = ?self.id, "an update broke the document; rebuilding it from the Store");
+        match self.collab.store.document_log(&self.id).await {
+            Ok(log) => {
+                let (mut document, _) = restore(&log);
+                document.adopt_awareness(&self.document);
+                self.document = document;
+                self.bytes = log_bytes(&log);
+                Next::Continue
+            }
+            Err(e) => {
+                tracing::error!(error = %e, document = ?self.id, "rebuilding a document failed");
+                Next::Unload
             }
         }
     }
