@@ -18,11 +18,14 @@ command -v node >/dev/null || { echo "test.sh: node not found (Node.js 20 is req
 command -v npm >/dev/null || { echo "test.sh: npm not found" >&2; exit 2; }
 
 echo "== cargo build (release): switchboard and the protocol examples"
-cargo build --release --locked -p switchboard --bin switchboard
+cargo build --release --locked -p switchboard --bin switchboard -p switchboard-loadgen
 cargo build --release --locked -p switchboard-socketio --examples
 
 echo "== cargo test (release)"
 cargo test --release --locked --workspace
+
+echo "== load generator smoke run (seconds; it must deliver, with no error)"
+./scripts/loadgen-smoke.sh
 
 echo "== demo page: the committed web/dist is what its sources build to"
 (
