@@ -6,18 +6,18 @@
 //! `--pub-port` (default: the first), so the other node's latency is the
 //! far-side latency of the broker path.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 
 use super::{
-    drain, log_window, pump_rate, pump_saturation, settle, sio_env, spawn_sio, wait_connected,
-    window_problems, window_table, Outcome, Tasks,
+    publish_sweep, settle, sio_env, spawn_sio, wait_connected, window_problems, window_table,
+    Outcome, Sweep, Tasks,
 };
 use crate::cli::FanoutArgs;
-use crate::ctx::{round1, Ctx, Window};
+use crate::ctx::{round1, Ctx};
 use crate::http::Publisher;
 use crate::sio::Plan;
 use crate::stats::{stamp_now, Shared};
@@ -109,96 +109,15 @@ pub async fn run(ctx: &Arc<Ctx>, a: &FanoutArgs, cluster: bool) -> anyhow::Resul
             .map(|g| g.clients.load(Relaxed))
             .sum::<u64>() as f64
     };
-    let warmup = Duration::from_secs_f64(ctx.opt.warmup.max(0.0));
-    let dur = Duration::from_secs_f64(ctx.opt.duration.max(0.1));
-    let mut windows: Vec<Window> = Vec::new();
-
-    if !a.no_saturation {
-        let stop = AtomicBool::new(false);
-        let http = publisher.stats.clone();
-        let (_, mut w) = tokio::join!(
-            pump_saturation(
-                &mut publisher,
-                &shared,
-                receivers,
-                a.window,
-                a.pipeline,
-                body.clone(),
-                &stop
-            ),
-            async {
-                ctx.progress.phase("saturation warmup", Some(warmup));
-                tokio::time::sleep(warmup).await;
-                let a0 = ctx.snap(&shared, Some(&http));
-                let mut w = ctx.measure("saturation", &shared, Some(&http), dur).await;
-                let b0 = ctx.snap(&shared, Some(&http));
-                stop.store(true, Relaxed);
-                w.published_per_s = Some(round1(
-                    b0.http_sent().saturating_sub(a0.http_sent()) as f64 / w.window_s,
-                ));
-                w
-            }
-        );
-        w.phase = format!("saturation (window {})", a.window);
-        log_window(&w);
-        ctx.push("windows", &w);
-        windows.push(w);
-        // let the window drain
-        let base = shared.delivered();
-        let _ = drain(&shared, base, u64::MAX, Duration::from_millis(1500)).await;
-    }
-
-    let mut rates = a.rate.clone();
-    rates.sort_by(f64::total_cmp);
-    for rate in rates.into_iter().filter(|r| *r > 0.0) {
-        let stop = AtomicBool::new(false);
-        let http = publisher.stats.clone();
-        let base = shared.delivered();
-        let r_now = receivers();
-        let (sent, mut w) = tokio::join!(
-            pump_rate(&mut publisher, rate, body.clone(), &stop),
-            async {
-                let wu = warmup.min(Duration::from_secs(1));
-                ctx.progress
-                    .phase(&format!("rate {rate}/s warmup"), Some(wu));
-                tokio::time::sleep(wu).await;
-                let a0 = ctx.snap(&shared, Some(&http));
-                let mut w = ctx
-                    .measure(&format!("rate {rate}/s"), &shared, Some(&http), dur)
-                    .await;
-                let b0 = ctx.snap(&shared, Some(&http));
-                stop.store(true, Relaxed);
-                w.published_per_s = Some(round1(
-                    b0.http_sent().saturating_sub(a0.http_sent()) as f64 / w.window_s,
-                ));
-                w
-            }
-        );
-        w.phase = format!("{rate} msg/s");
-        w.expected_per_s = Some(round1(rate * r_now));
-        ctx.progress.phase(&format!("drain {rate}/s"), None);
-        let (missing, waited) = drain(
-            &shared,
-            base,
-            (sent as f64 * r_now) as u64,
-            Duration::from_secs_f64(a.drain.max(0.0)),
-        )
-        .await;
-        w.drain_ms = Some(waited);
-        if missing > 0 {
-            w.undelivered = Some(missing);
-        }
-        log_window(&w);
-        ctx.push("windows", &w);
-        windows.push(w);
-        if missing > 0 {
-            crate::ctx::log(&format!(
-                "not drained after {:.0} s: {missing} deliveries missing; stopping the rate sweep",
-                a.drain
-            ));
-            break;
-        }
-    }
+    let sweep = Sweep {
+        saturation: !a.no_saturation,
+        window: a.window,
+        pipeline: a.pipeline,
+        rates: &a.rate,
+        drain: a.drain,
+        unit: "msg",
+    };
+    let windows = publish_sweep(ctx, &shared, &mut publisher, &sweep, receivers, body).await;
     ctx.set("publisher_statuses", publisher.stats.statuses());
     if let Some(e) = publisher.stats.first_error() {
         ctx.set("publisher_first_error", &e);

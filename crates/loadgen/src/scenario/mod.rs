@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::ctx::{log, Ctx, Window};
+use crate::ctx::{log, round1, Ctx, Window};
 use crate::http::Publisher;
 use crate::sio::{self, Env, Plan};
 use crate::stats::Shared;
@@ -202,6 +202,122 @@ pub async fn pump_rate(
         }
     }
     sent
+}
+
+/// The phases of a publishing scenario (fan-out, SSE): a saturation window,
+/// then one window per fixed rate.
+pub struct Sweep<'a> {
+    pub saturation: bool,
+    /// Items published but not yet delivered everywhere, at saturation.
+    pub window: u64,
+    /// Requests unanswered at once, at saturation.
+    pub pipeline: u64,
+    pub rates: &'a [f64],
+    /// Seconds a rate may take to deliver everything after its window.
+    pub drain: f64,
+    /// What one published item is called in phase names ("msg", "notif").
+    pub unit: &'a str,
+}
+
+/// Runs a sweep with `publisher`, measuring one window per phase. `per_item`
+/// is how many deliveries one published item makes. The rate sweep stops at
+/// the first rate whose deliveries do not drain.
+pub async fn publish_sweep(
+    ctx: &Ctx,
+    shared: &Shared,
+    publisher: &mut Publisher,
+    sweep: &Sweep<'_>,
+    per_item: impl Fn() -> f64 + Copy,
+    body: impl FnMut() -> Vec<u8> + Clone,
+) -> Vec<Window> {
+    let warmup = Duration::from_secs_f64(ctx.opt.warmup.max(0.0));
+    let dur = Duration::from_secs_f64(ctx.opt.duration.max(0.1));
+    let mut windows: Vec<Window> = Vec::new();
+
+    if sweep.saturation {
+        let stop = AtomicBool::new(false);
+        let http = publisher.stats.clone();
+        let (_, mut w) = tokio::join!(
+            pump_saturation(
+                publisher,
+                shared,
+                per_item,
+                sweep.window,
+                sweep.pipeline,
+                body.clone(),
+                &stop
+            ),
+            async {
+                ctx.progress.phase("saturation warmup", Some(warmup));
+                tokio::time::sleep(warmup).await;
+                let a0 = ctx.snap(shared, Some(&http));
+                let mut w = ctx.measure("saturation", shared, Some(&http), dur).await;
+                let b0 = ctx.snap(shared, Some(&http));
+                stop.store(true, Relaxed);
+                w.published_per_s = Some(round1(
+                    b0.http_sent().saturating_sub(a0.http_sent()) as f64 / w.window_s,
+                ));
+                w
+            }
+        );
+        w.phase = format!("saturation (window {})", sweep.window);
+        log_window(&w);
+        ctx.push("windows", &w);
+        windows.push(w);
+        // let the window drain
+        let base = shared.delivered();
+        let _ = drain(shared, base, u64::MAX, Duration::from_millis(1500)).await;
+    }
+
+    let mut rates = sweep.rates.to_vec();
+    rates.sort_by(f64::total_cmp);
+    for rate in rates.into_iter().filter(|r| *r > 0.0) {
+        let stop = AtomicBool::new(false);
+        let http = publisher.stats.clone();
+        let base = shared.delivered();
+        let r_now = per_item();
+        let (sent, mut w) = tokio::join!(pump_rate(publisher, rate, body.clone(), &stop), async {
+            let wu = warmup.min(Duration::from_secs(1));
+            ctx.progress
+                .phase(&format!("rate {rate}/s warmup"), Some(wu));
+            tokio::time::sleep(wu).await;
+            let a0 = ctx.snap(shared, Some(&http));
+            let mut w = ctx
+                .measure(&format!("rate {rate}/s"), shared, Some(&http), dur)
+                .await;
+            let b0 = ctx.snap(shared, Some(&http));
+            stop.store(true, Relaxed);
+            w.published_per_s = Some(round1(
+                b0.http_sent().saturating_sub(a0.http_sent()) as f64 / w.window_s,
+            ));
+            w
+        });
+        w.phase = format!("{rate} {}/s", sweep.unit);
+        w.expected_per_s = Some(round1(rate * r_now));
+        ctx.progress.phase(&format!("drain {rate}/s"), None);
+        let (missing, waited) = drain(
+            shared,
+            base,
+            (sent as f64 * r_now) as u64,
+            Duration::from_secs_f64(sweep.drain.max(0.0)),
+        )
+        .await;
+        w.drain_ms = Some(waited);
+        if missing > 0 {
+            w.undelivered = Some(missing);
+        }
+        log_window(&w);
+        ctx.push("windows", &w);
+        windows.push(w);
+        if missing > 0 {
+            log(&format!(
+                "not drained after {:.0} s: {missing} deliveries missing; stopping the rate sweep",
+                sweep.drain
+            ));
+            break;
+        }
+    }
+    windows
 }
 
 /// Waits (at most `max`) until `expected` deliveries were made since `base`.
