@@ -35,6 +35,11 @@ impl AwarenessChanges {
     }
 }
 
+/// An awareness state not renewed for this long belongs to a client that is
+/// gone: y-protocols clients renew theirs every 15 s and drop the others'
+/// after 30 s.
+pub const AWARENESS_TIMEOUT_MS: u64 = 30_000;
+
 pub struct Document {
     awareness: Awareness,
 }
@@ -178,6 +183,23 @@ impl Document {
         self.awareness.update_with_clients(live).ok()
     }
 
+    /// Removes the awareness states not renewed for [`AWARENESS_TIMEOUT_MS`]
+    /// by `now` (milliseconds since the epoch) and returns the update that
+    /// tells the clients. Those are states of clients that left without a
+    /// word reaching this node, such as the clients of a node that died.
+    pub fn expire_awareness(&mut self, now: u64) -> Option<AwarenessUpdate> {
+        let stale: Vec<ClientID> = self
+            .awareness
+            .iter()
+            .filter(|(_, state)| {
+                state.data.is_some()
+                    && now.saturating_sub(state.last_updated) > AWARENESS_TIMEOUT_MS
+            })
+            .map(|(client, _)| client)
+            .collect();
+        self.remove_awareness(&stale)
+    }
+
     /// Every current awareness state, or `None` when there is none.
     pub fn awareness_states(&self) -> Option<AwarenessUpdate> {
         let update = self.awareness.update().ok()?;
@@ -305,6 +327,28 @@ mod tests {
             }
         }
         assert_eq!(broken, 1);
+    }
+
+    #[test]
+    fn awareness_states_not_renewed_expire() {
+        let mut doc = Document::new();
+        let mut remote = Awareness::new(Doc::with_client_id(7));
+        remote.set_local_state_raw(r#"{"user":"gone"}"#);
+        doc.apply_awareness(remote.update().unwrap());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+
+        assert!(
+            doc.expire_awareness(now + 1_000).is_none(),
+            "a fresh state stays"
+        );
+        let removal = doc
+            .expire_awareness(now + AWARENESS_TIMEOUT_MS + 1_000)
+            .unwrap();
+        assert_eq!(&*removal.clients[&ClientID::new(7)].json, "null");
+        assert!(doc.awareness_states().is_none());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use switchboard_collab::{
     protocol, AwarenessUpdate, ClientID, ClientMessage, Document, DocumentError,
 };
+use switchboard_core::time::now_millis;
 use switchboard_core::{DocumentId, DocumentLog, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -31,6 +32,8 @@ const COMMAND_QUEUE: usize = 256;
 /// Updates kept for publishing while the broker is down; past it, the whole
 /// document is published once the broker is back.
 const MAX_UNPUBLISHED: usize = 1024;
+/// How often awareness states that nobody renews are looked for.
+const AWARENESS_EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often kept updates are offered to the broker again.
 const REPUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -139,6 +142,8 @@ impl Room {
         }
         let unload_after = self.collab.limits.unload_after;
         let mut idle_since = Some(Instant::now());
+        let mut expiry = tokio::time::interval(AWARENESS_EXPIRY_INTERVAL);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = idle_since.map(|since| since + unload_after);
             let next = tokio::select! {
@@ -148,6 +153,10 @@ impl Room {
                 },
                 Some(event) = remote.recv() => {
                     self.remote(event).await;
+                    Next::Continue
+                }
+                _ = expiry.tick() => {
+                    self.expire_awareness();
                     Next::Continue
                 }
                 _ = tokio::time::sleep(REPUBLISH_INTERVAL), if self.has_unpublished() => {
@@ -199,6 +208,16 @@ impl Room {
         self.publish(b'Q', &[]).await;
         self.maybe_compact();
         Ok(())
+    }
+
+    /// Drops awareness states nobody renewed (the clients of a node that died)
+    /// and tells this node's clients. Every node does the same, so nothing is
+    /// published.
+    fn expire_awareness(&mut self) {
+        if let Some(removal) = self.document.expire_awareness(now_millis() as u64) {
+            tracing::debug!(clients = removal.clients.len(), "expired awareness states");
+            self.relay(None, protocol::awareness(removal));
+        }
     }
 
     fn has_unpublished(&self) -> bool {
