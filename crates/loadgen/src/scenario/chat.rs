@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::fanout::dialect_name;
 use super::{
-    drain, log_window, settle, sio_env, spawn_sio, wait_connected, window_problems, window_table,
+    await_clients, drain, log_window, settle, sio_env, spawn_sio, window_problems, window_table,
     Outcome, Tasks,
 };
 use crate::cli::ChatArgs;
@@ -63,26 +63,12 @@ pub async fn run(ctx: &Arc<Ctx>, a: &ChatArgs) -> anyhow::Result<Outcome> {
         };
         spawn_sio(&mut tasks, plan, &env);
     }
-    let (ok, failed, secs) = wait_connected(ctx, &shared, a.clients, "connect").await;
-    ctx.set("clients", ok);
-    ctx.set("failed", failed);
-    ctx.set("connect_s", round1(secs));
-    let mut problems = Vec::new();
-    if failed > 0 {
-        problems.push(format!(
-            "{failed} clients failed: {:?}",
-            shared.error_reasons()
-        ));
-    }
-    if ok == 0 {
-        return Ok(Outcome {
-            table: "no client connected".into(),
-            delivered: 0,
-            needs_delivery: true,
-            connected: 0,
-            problems,
-        });
-    }
+    let none = || "no client connected".to_owned();
+    let (ok, mut problems) =
+        match await_clients(ctx, &shared, a.clients, "connect", "clients", none).await {
+            Ok(connected) => connected,
+            Err(outcome) => return Ok(outcome),
+        };
     settle(ctx, &shared, Duration::from_secs(30)).await;
 
     let warmup = Duration::from_secs_f64(ctx.opt.warmup.max(0.0));

@@ -20,7 +20,7 @@ use tokio_tungstenite::client_async_with_config;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
-    drain, log_window, settle, wait_connected, window_problems, window_table, Outcome, Tasks,
+    await_clients, drain, log_window, settle, window_problems, window_table, Outcome, Tasks,
 };
 use crate::cli::CollabArgs;
 use crate::ctx::{round1, Ctx};
@@ -113,29 +113,17 @@ pub async fn run(ctx: &Arc<Ctx>, a: &CollabArgs) -> anyhow::Result<Outcome> {
             shared.note_error(&why.to_string());
         });
     }
-    let (ok, failed, secs) = wait_connected(ctx, &shared, total, "connect editors").await;
-    ctx.set("editors", ok);
-    ctx.set("failed", failed);
-    ctx.set("connect_s", round1(secs));
-    let mut problems = Vec::new();
-    if failed > 0 {
-        problems.push(format!(
-            "{failed} editors failed: {:?}",
+    let none = || {
+        format!(
+            "collab: no editor could connect ({:?}); is /collab implemented?",
             shared.error_reasons()
-        ));
-    }
-    if ok == 0 {
-        return Ok(Outcome {
-            table: format!(
-                "collab: no editor could connect ({:?}); is /collab implemented?",
-                shared.error_reasons()
-            ),
-            delivered: 0,
-            needs_delivery: true,
-            connected: 0,
-            problems,
-        });
-    }
+        )
+    };
+    let (ok, mut problems) =
+        match await_clients(ctx, &shared, total, "connect editors", "editors", none).await {
+            Ok(connected) => connected,
+            Err(outcome) => return Ok(outcome),
+        };
     settle(ctx, &shared, Duration::from_secs(10)).await;
     let warmup = Duration::from_secs_f64(ctx.opt.warmup.max(0.0));
     let dur = Duration::from_secs_f64(ctx.opt.duration.max(0.1));

@@ -13,11 +13,11 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::{
-    publish_sweep, settle, sio_env, spawn_sio, wait_connected, window_problems, window_table,
+    await_clients, publish_sweep, settle, sio_env, spawn_sio, window_problems, window_table,
     Outcome, Sweep, Tasks,
 };
 use crate::cli::FanoutArgs;
-use crate::ctx::{round1, Ctx};
+use crate::ctx::Ctx;
 use crate::http::Publisher;
 use crate::sio::Plan;
 use crate::stats::{stamp_now, Shared};
@@ -68,26 +68,12 @@ pub async fn run(ctx: &Arc<Ctx>, a: &FanoutArgs, cluster: bool) -> anyhow::Resul
         };
         spawn_sio(&mut tasks, plan, &env);
     }
-    let (ok, failed, secs) = wait_connected(ctx, &shared, a.clients, "connect").await;
-    ctx.set("clients", ok);
-    ctx.set("failed", failed);
-    ctx.set("connect_s", round1(secs));
-    let mut problems = Vec::new();
-    if failed > 0 {
-        problems.push(format!(
-            "{failed} clients failed: {:?}",
-            shared.error_reasons()
-        ));
-    }
-    if ok == 0 {
-        return Ok(Outcome {
-            table: "no client connected".into(),
-            delivered: 0,
-            needs_delivery: true,
-            connected: 0,
-            problems,
-        });
-    }
+    let none = || "no client connected".to_owned();
+    let (ok, mut problems) =
+        match await_clients(ctx, &shared, a.clients, "connect", "clients", none).await {
+            Ok(connected) => connected,
+            Err(outcome) => return Ok(outcome),
+        };
     settle(ctx, &shared, Duration::from_secs(60)).await;
 
     let mut publisher = Publisher::new(

@@ -82,6 +82,40 @@ pub fn spawn_sio(tasks: &mut Tasks, plan: Plan, env: &Arc<Env>) {
     tasks.spawn(sio::run(plan, env.clone()));
 }
 
+/// Waits for `expected` clients (`noun`: "clients", "streams"...) to connect
+/// and records how many did. The problems so far come back with the count;
+/// when none connected, the outcome to report instead (table from `none`).
+pub async fn await_clients(
+    ctx: &Ctx,
+    shared: &Shared,
+    expected: u64,
+    phase: &str,
+    noun: &str,
+    none: impl FnOnce() -> String,
+) -> Result<(u64, Vec<String>), Outcome> {
+    let (ok, failed, secs) = wait_connected(ctx, shared, expected, phase).await;
+    ctx.set(noun, ok);
+    ctx.set("failed", failed);
+    ctx.set("connect_s", round1(secs));
+    let mut problems = Vec::new();
+    if failed > 0 {
+        problems.push(format!(
+            "{failed} {noun} failed: {:?}",
+            shared.error_reasons()
+        ));
+    }
+    if ok == 0 {
+        return Err(Outcome {
+            table: none(),
+            delivered: 0,
+            needs_delivery: true,
+            connected: 0,
+            problems,
+        });
+    }
+    Ok((ok, problems))
+}
+
 /// Waits until `total` clients have connected or failed (or nothing moved for
 /// longer than a handshake may take). Returns (connected, failed, seconds).
 pub async fn wait_connected(

@@ -14,10 +14,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use super::{
-    publish_sweep, settle, wait_connected, window_problems, window_table, Outcome, Sweep, Tasks,
+    await_clients, publish_sweep, settle, window_problems, window_table, Outcome, Sweep, Tasks,
 };
 use crate::cli::SseArgs;
-use crate::ctx::{round1, Ctx};
+use crate::ctx::Ctx;
 use crate::http::{open_sse, Dechunker, HttpError, Publisher, SseSplitter};
 use crate::sio::q;
 use crate::stats::{find_stamp, now_us, stamp_now, Shared};
@@ -80,26 +80,12 @@ pub async fn run(ctx: &Arc<Ctx>, a: &SseArgs) -> anyhow::Result<Outcome> {
             shared.note_error(&why.to_string());
         });
     }
-    let (ok, failed, secs) = wait_connected(ctx, &shared, a.streams, "open streams").await;
-    ctx.set("streams", ok);
-    ctx.set("failed", failed);
-    ctx.set("connect_s", round1(secs));
-    let mut problems = Vec::new();
-    if failed > 0 {
-        problems.push(format!(
-            "{failed} streams failed: {:?}",
-            shared.error_reasons()
-        ));
-    }
-    if ok == 0 {
-        return Ok(Outcome {
-            table: "no stream opened".into(),
-            delivered: 0,
-            needs_delivery: true,
-            connected: 0,
-            problems,
-        });
-    }
+    let none = || "no stream opened".to_owned();
+    let (ok, mut problems) =
+        match await_clients(ctx, &shared, a.streams, "open streams", "streams", none).await {
+            Ok(connected) => connected,
+            Err(outcome) => return Ok(outcome),
+        };
     settle(ctx, &shared, Duration::from_secs(10)).await;
 
     let mut publisher = Publisher::new(
