@@ -108,26 +108,48 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
+    /// One statement, one round trip, one implicit transaction for the whole
+    /// batch: a transaction with one `INSERT` per message took `n + 2` round
+    /// trips, and most of the writer's CPU at 1,000 messages/s.
     async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<Message>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let mut stored = Vec::with_capacity(batch.len());
-        for m in batch {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO messages (workspace_id, user_id, content, client_msg_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            )
-            .bind(&m.workspace_id)
-            .bind(&m.user_id)
-            .bind(&m.content)
-            .bind(&m.client_msg_id)
-            .bind(m.created_at)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(store_error)?;
-            stored.push(crate::stored(id, m));
+        if batch.is_empty() {
+            return Ok(Vec::new());
         }
-        tx.commit().await.map_err(store_error)?;
-        Ok(stored)
+        let column = |f: fn(&NewMessage) -> &str| batch.iter().map(f).collect::<Vec<_>>();
+        let client_ids: Vec<Option<&str>> =
+            batch.iter().map(|m| m.client_msg_id.as_deref()).collect();
+        let created: Vec<i64> = batch.iter().map(|m| m.created_at).collect();
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO messages (workspace_id, user_id, content, client_msg_id, created_at)
+             SELECT w, u, c, k, t
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+                  WITH ORDINALITY AS batch(w, u, c, k, t, n)
+             ORDER BY n
+             RETURNING id",
+        )
+        .bind(column(|m| &m.workspace_id))
+        .bind(column(|m| &m.user_id))
+        .bind(column(|m| &m.content))
+        .bind(client_ids)
+        .bind(created)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        if ids.len() != batch.len() {
+            return Err(StoreError(format!(
+                "inserted {} messages, got {} ids",
+                batch.len(),
+                ids.len()
+            )));
+        }
+        // Ids are drawn in the order the rows are inserted (`ORDER BY n`), so the
+        // sorted ids pair with the batch in order whatever order RETURNING uses.
+        ids.sort_unstable();
+        Ok(ids
+            .into_iter()
+            .zip(batch)
+            .map(|(id, m)| crate::stored(id, m))
+            .collect())
     }
 
     async fn messages(&self, workspace: &str, window: Window) -> Result<Vec<Message>, StoreError> {

@@ -100,6 +100,7 @@ macro_rules! for_each_store {
 for_each_store!(
     ids_increase_across_workspaces,
     windows_follow_the_contract,
+    a_batch_comes_back_in_order_with_its_ids,
     replay_spans_workspaces_in_id_order,
     memberships_are_idempotent,
     recovery_sessions_are_taken_once_and_expire,
@@ -167,6 +168,34 @@ async fn windows_follow_the_contract(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// One statement stores a whole batch on PostgreSQL: each message must come back
+/// with the id it was stored under, in the batch's order.
+async fn a_batch_comes_back_in_order_with_its_ids(store: Arc<dyn Store>) {
+    let workspace = unique("batch");
+    let batch: Vec<NewMessage> = (0..40)
+        .map(|i| NewMessage {
+            client_msg_id: (i % 3 != 0).then(|| format!("c{i}")),
+            created_at: 1_795_882_445_000 + i,
+            ..new_message(&workspace, &format!("m{i}"))
+        })
+        .collect();
+    let stored = store.insert_messages(&batch).await.unwrap();
+    assert_eq!(stored.len(), batch.len());
+    for (new, got) in batch.iter().zip(&stored) {
+        assert_eq!(
+            (&got.content, &got.client_msg_id, got.created_at),
+            (&new.content, &new.client_msg_id, new.created_at)
+        );
+    }
+    assert!(stored.windows(2).all(|w| w[0].id < w[1].id));
+    let read = store
+        .messages(&workspace, Window::new(None, None, Some(100)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read, stored, "what the store returned is what it holds");
+    assert!(store.insert_messages(&[]).await.unwrap().is_empty());
 }
 
 async fn replay_spans_workspaces_in_id_order(store: Arc<dyn Store>) {
