@@ -24,7 +24,8 @@ use crate::timer::lock;
 pub struct Client {
     io: Arc<IoInner>,
     sockets: Mutex<Vec<Socket>>,
-    partial: Mutex<Option<Partial>>,
+    /// Boxed: rare, and larger than everything else an idle session holds.
+    partial: Mutex<Option<Box<Partial>>>,
     /// A namespace was joined at least once, so the connect timeout no longer applies.
     joined: AtomicBool,
 }
@@ -84,10 +85,10 @@ pub(crate) async fn on_message(session: &Arc<Session<Client>>, message: Message)
             }
             match parse(text.as_str()) {
                 Ok(packet) if packet.attachments > 0 => {
-                    *lock(&client.partial) = Some(Partial {
+                    *lock(&client.partial) = Some(Box::new(Partial {
                         binary: Vec::with_capacity(packet.attachments),
                         packet,
-                    });
+                    }));
                     return;
                 }
                 Ok(packet) => (packet, Vec::new()),

@@ -336,7 +336,53 @@ describe("engine.io websocket", () => {
     const echoed = await socket.next();
     assert.equal(echoed, `431["${"a".repeat(MAX_PAYLOAD - 1_000)}"]`);
     socket.send(`42["echo","${"b".repeat(MAX_PAYLOAD + 1)}"]`);
-    await socket.closedWithin(2_000);
+    const closed = await socket.closedWithin(2_000);
+    assert.equal(closed.code, 1009, "closed as Message Too Big");
+  });
+});
+
+// WebSocket framing (RFC 6455) as the server implements it: fragments, control
+// frames, and the close codes of bad frames.
+describe("websocket framing", () => {
+  test("a text message sent in three fragments arrives as one", async () => {
+    const socket = await wsSession();
+    socket.ws.send('42["echo",', { fin: false });
+    socket.ws.send('"in ', { fin: false });
+    socket.ws.send('pieces"]', { fin: true });
+    assert.equal(await socket.next(), '42["echo","in pieces"]');
+    assert.equal(socket.isOpen, true);
+  });
+
+  test("a binary attachment sent in fragments arrives whole", async () => {
+    const socket = await wsSession();
+    socket.send('451-["binary",{"_placeholder":true,"num":0}]');
+    socket.ws.send(Buffer.from([1, 2]), { binary: true, fin: false });
+    socket.ws.send(Buffer.from([3]), { binary: true, fin: true });
+    assert.equal(await socket.next(), '451-["binary-back",{"_placeholder":true,"num":0}]');
+    assert.deepEqual([...(await socket.next())], [1, 2, 3]);
+  });
+
+  test("a websocket ping is answered with a pong carrying its payload", async () => {
+    const socket = await wsSession();
+    const pong = new Promise((resolve) => socket.ws.once("pong", (data) => resolve(data.toString())));
+    socket.ws.ping("are you there");
+    assert.equal(await pong, "are you there");
+    socket.send('42["echo","after the ping"]');
+    assert.equal(await socket.next(), '42["echo","after the ping"]');
+  });
+
+  test("a text frame with invalid UTF-8 closes with 1007", async () => {
+    const socket = await wsSession();
+    socket.ws.send(Buffer.from([0x34, 0xff, 0xfe]), { binary: false });
+    const closed = await socket.closedWithin(2_000);
+    assert.equal(closed.code, 1007);
+  });
+
+  test("a client close frame is answered and the connection ends", async () => {
+    const socket = await wsSession();
+    socket.ws.close(1000, "bye");
+    const closed = await socket.closedWithin(2_000);
+    assert.equal(closed.code, 1000);
   });
 });
 

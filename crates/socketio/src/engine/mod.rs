@@ -6,8 +6,10 @@
 //! an [`EngineHandler`]; it knows nothing about Socket.IO packets or namespaces.
 //!
 //! Transports: `polling.rs` (HTTP long-polling) and `websocket.rs` (WebSocket,
-//! including the upgrade from polling). Packet codec: `packet.rs`.
+//! including the upgrade from polling; its framing in `frames.rs`). Packet codec:
+//! `packet.rs`.
 
+mod frames;
 pub mod packet;
 mod polling;
 pub mod session;
@@ -47,10 +49,6 @@ pub struct EngineConfig {
     pub max_queued_frames: usize,
     /// Time a client has to complete an upgrade from polling to WebSocket.
     pub upgrade_timeout: Duration,
-    /// Initial read buffer of a WebSocket connection; it grows for larger frames.
-    pub ws_read_buffer: usize,
-    /// Frames queued for one WebSocket are written together up to this many bytes.
-    pub ws_write_buffer: usize,
 }
 
 impl Default for EngineConfig {
@@ -61,9 +59,6 @@ impl Default for EngineConfig {
             max_payload: 1_000_000,
             max_queued_frames: 1024,
             upgrade_timeout: Duration::from_secs(10),
-            ws_read_buffer: 1024,
-            // tungstenite never shrinks its write buffer: keep what a burst can leave behind small.
-            ws_write_buffer: 4 * 1024,
         }
     }
 }

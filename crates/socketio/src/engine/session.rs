@@ -152,9 +152,6 @@ pub struct Session<S> {
     state: S,
 }
 
-/// Queues shrink back once drained if they grew past this many frames.
-const KEEP_QUEUE_CAPACITY: usize = 8;
-
 impl<S: SessionState> Session<S> {
     pub(crate) fn new(transport: Transport, max_queue: usize, state: S) -> Self {
         Self {
@@ -239,13 +236,9 @@ impl<S: SessionState> Session<S> {
         (lock(&self.inner).outbox.len(), self.max_queue)
     }
 
-    /// Takes the next queued frame, for the WebSocket driver.
-    pub(crate) fn pop(&self) -> Option<Frame> {
-        let mut inner = lock(&self.inner);
-        let frame = inner.outbox.pop_front();
-        if inner.outbox.is_empty() && inner.outbox.capacity() > KEEP_QUEUE_CAPACITY {
-            inner.outbox = VecDeque::new();
-        }
-        frame
+    /// Takes every queued frame, for the WebSocket driver. The queue is left
+    /// with no allocation: an idle session holds no buffer.
+    pub(crate) fn take_all(&self) -> Vec<Frame> {
+        Vec::from(std::mem::take(&mut lock(&self.inner).outbox))
     }
 }

@@ -2,12 +2,12 @@
 //! polling session onto a WebSocket, and the driver loop of a WebSocket session.
 //!
 //! One task per WebSocket connection. It writes everything queued for the session
-//! in one flush, then waits for either a frame from the client or more frames to
+//! in one `write`, then waits for either a frame from the client or more frames to
 //! send. Heartbeats come from the engine's shared timers, not from this task.
+//! The framing itself is in `frames.rs`.
 
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::upgrade::OnUpgrade;
@@ -15,12 +15,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::WebSocketStream;
 
-use super::packet::{decode_text, Frame, Message, Packet, Str};
+use super::frames::{close_code, Incoming, ReadError, Reader, WsConn};
+use super::packet::{decode_text, Message, Packet};
 use super::session::{CloseReason, Transport, Upgrade};
 use super::{error_response, EngineHandler, EngineInner, EngineResponse, SessionRef};
 use crate::timer::lock;
@@ -71,13 +68,8 @@ pub(super) fn refuse<B>(mut req: Request<B>) -> EngineResponse {
     };
     tokio::spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
-            let mut ws =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            let close = CloseFrame {
-                code: CloseCode::Policy,
-                reason: "Session ID unknown".into(),
-            };
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(Some(close)))
+            let mut ws = WsConn::new(TokioIo::new(upgraded), Reader::new(125));
+            ws.close(close_code::POLICY, "Session ID unknown", LINGER)
                 .await;
         }
     });
@@ -133,16 +125,15 @@ fn start_upgrade<S: super::SessionState>(session: &super::Session<S>) -> bool {
     free
 }
 
+/// How long a closing connection waits for the client's close frame.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn run<H: EngineHandler>(
     engine: Arc<EngineInner<H>>,
     upgraded: hyper::upgrade::Upgraded,
     session: Option<SessionRef<H>>,
 ) {
-    let config = WebSocketConfig::default()
-        .read_buffer_size(engine.config.ws_read_buffer)
-        .write_buffer_size(engine.config.ws_write_buffer)
-        .max_message_size(Some(engine.config.max_payload))
-        .max_frame_size(Some(engine.config.max_payload));
+    let max = engine.config.max_payload;
     // Unwrap hyper's boxed connection back into the plain TCP stream when we can
     // (served by hyper's HTTP/1 server; `axum::serve` wraps the stream in a type
     // of its own, and the fallback below is taken): it saves about 0.35 KiB and
@@ -150,29 +141,13 @@ async fn run<H: EngineHandler>(
     // then gets a task of its own, sized for the session alone, while this one
     // (and what the upgrade needed) ends.
     match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) if parts.read_buf.is_empty() => {
-            let ws =
-                WebSocketStream::from_raw_socket(parts.io.into_inner(), Role::Server, Some(config))
-                    .await;
+        Ok(parts) => {
+            let reader = Reader::with_pending(max, parts.read_buf.to_vec());
+            let ws = WsConn::new(parts.io.into_inner(), reader);
             tokio::spawn(start(engine, ws, session));
         }
-        Ok(parts) => {
-            let buffered = parts.read_buf.to_vec();
-            let ws = WebSocketStream::from_partially_read(
-                parts.io.into_inner(),
-                buffered,
-                Role::Server,
-                Some(config),
-            );
-            tokio::spawn(start(engine, ws.await, session));
-        }
         Err(upgraded) => {
-            let ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(config),
-            )
-            .await;
+            let ws = WsConn::new(TokioIo::new(upgraded), Reader::new(max));
             tokio::spawn(start(engine, ws, session));
         }
     }
@@ -180,7 +155,7 @@ async fn run<H: EngineHandler>(
 
 async fn start<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
     engine: Arc<EngineInner<H>>,
-    mut ws: WebSocketStream<S>,
+    mut ws: WsConn<S>,
     session: Option<SessionRef<H>>,
 ) {
     let session = match session {
@@ -196,22 +171,15 @@ async fn start<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
         None => {
             let session = engine.open(Transport::WebSocket);
             let open = engine.handshake(session.sid(), &[]);
-            if Box::pin(ws.send(WsMessage::Text(open.into())))
-                .await
-                .is_err()
-            {
+            if Box::pin(ws.send_text(&open)).await.is_err() {
                 engine.close(&session, CloseReason::TransportClose);
                 return;
             }
             session
         }
     };
-    drive(&engine, &mut ws, &session).await;
-    let _ = Box::pin(tokio::time::timeout(
-        std::time::Duration::from_secs(1),
-        ws.close(None),
-    ))
-    .await;
+    let code = drive(&engine, &mut ws, &session).await;
+    Box::pin(ws.close(code, "", LINGER)).await;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,25 +191,31 @@ enum UpgradeError {
     #[error("connection closed")]
     Closed,
     #[error(transparent)]
-    WebSocket(#[from] tungstenite::Error),
+    WebSocket(#[from] ReadError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// `2probe` → `3probe`, then `5`: the session moves to this WebSocket.
 async fn probe<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
     engine: &EngineInner<H>,
-    ws: &mut WebSocketStream<S>,
+    ws: &mut WsConn<S>,
     session: &SessionRef<H>,
 ) -> Result<(), UpgradeError> {
     let exchange = async {
         loop {
             let text = match ws.next().await.ok_or(UpgradeError::Closed)?? {
-                WsMessage::Text(text) => Str::from(text),
-                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+                Incoming::Text(text) => text,
+                Incoming::Ping(payload) => {
+                    ws.send_pong(&payload).await?;
+                    continue;
+                }
+                Incoming::Pong => continue,
                 _ => return Err(UpgradeError::Unexpected),
             };
             match decode_text(text) {
                 Ok(Packet::Ping(payload)) if payload.as_str() == "probe" => {
-                    ws.send(WsMessage::text("3probe")).await?;
+                    ws.send_text("3probe").await?;
                     lock(&session.inner).upgrade = Upgrade::Probed;
                     session.wake.notify_one(); // a held GET now answers with a noop
                 }
@@ -268,35 +242,34 @@ async fn probe<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
     Ok(())
 }
 
-/// Runs a WebSocket session until it closes.
+/// Runs a WebSocket session until it closes; returns the close code to send.
 async fn drive<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
     engine: &EngineInner<H>,
-    ws: &mut WebSocketStream<S>,
+    ws: &mut WsConn<S>,
     session: &SessionRef<H>,
-) {
+) -> u16 {
     loop {
-        let closing = session.closing.notified();
-        tokio::pin!(closing);
-        closing.as_mut().enable();
         if session.is_closed() {
-            return;
+            return close_code::NORMAL;
         }
-        let written = tokio::select! {
-            written = write_queued(ws, session) => written,
-            _ = closing => return,
-        };
-        if let Err(e) = written {
-            tracing::debug!(sid = %session.sid(), error = %e, "websocket write failed");
-            engine.close(session, CloseReason::TransportClose);
-            return;
+        // Boxed, like `on_frame` below: the task of an idle connection holds only
+        // what waiting needs (about 0.4 KiB less per connection).
+        match Box::pin(write_queued(ws, session)).await {
+            Ok(true) => {}
+            Ok(false) => return close_code::NORMAL,
+            Err(e) => {
+                tracing::debug!(sid = %session.sid(), error = %e, "websocket write failed");
+                engine.close(session, CloseReason::TransportClose);
+                return close_code::NORMAL;
+            }
         }
         let notified = session.wake.notified();
         tokio::select! {
             incoming = ws.next() => {
                 // Boxed: handling a frame needs far more room than waiting for one, and
                 // an idle connection's task should only be as large as the waiting.
-                if !Box::pin(on_frame(engine, session, incoming)).await {
-                    return;
+                if let Some(code) = Box::pin(on_frame(engine, ws, session, incoming)).await {
+                    return code;
                 }
             }
             _ = notified => {}
@@ -304,51 +277,89 @@ async fn drive<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
     }
 }
 
-/// Writes every queued frame, then flushes once.
+/// Writes every queued frame with one `write`; false if the session closed
+/// meanwhile (a write blocked on a client that does not read is abandoned).
 async fn write_queued<S: super::SessionState, T: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<T>,
+    ws: &mut WsConn<T>,
     session: &super::Session<S>,
-) -> Result<(), tungstenite::Error> {
-    let mut any = false;
-    while let Some(frame) = session.pop() {
-        any = true;
-        let message = match frame {
-            Frame::Text(text) => WsMessage::Text(text),
-            Frame::Binary(data) => WsMessage::Binary(data),
-        };
-        ws.feed(message).await?;
+) -> std::io::Result<bool> {
+    let frames = session.take_all();
+    if frames.is_empty() {
+        return Ok(true);
     }
-    if any {
-        ws.flush().await?;
+    let closing = session.closing.notified();
+    tokio::pin!(closing);
+    closing.as_mut().enable();
+    if session.is_closed() {
+        return Ok(false);
     }
-    Ok(())
+    tokio::select! {
+        written = ws.send_all(&frames) => written.map(|()| true),
+        _ = closing => Ok(false),
+    }
 }
 
-/// Handles one frame from the client; false when the session is over.
-async fn on_frame<H: EngineHandler>(
+/// Handles one frame from the client; the close code once the session is over.
+async fn on_frame<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
     engine: &EngineInner<H>,
+    ws: &mut WsConn<S>,
     session: &SessionRef<H>,
-    incoming: Option<Result<WsMessage, tungstenite::Error>>,
-) -> bool {
+    incoming: Option<Result<Incoming, ReadError>>,
+) -> Option<u16> {
     let packet = match incoming {
-        Some(Ok(WsMessage::Text(text))) => match decode_text(Str::from(text)) {
+        Some(Ok(Incoming::Text(text))) => match decode_text(text) {
             Ok(packet) => packet,
             Err(_) => {
                 engine.close(session, CloseReason::InvalidPacket);
-                return false;
+                return Some(close_code::NORMAL);
             }
         },
-        Some(Ok(WsMessage::Binary(data))) => Packet::Message(Message::Binary(data)),
-        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => return true,
-        Some(Ok(WsMessage::Close(_))) | None => {
+        Some(Ok(Incoming::Binary(data))) => Packet::Message(Message::Binary(data)),
+        Some(Ok(Incoming::Ping(payload))) => {
+            if ws.send_pong(&payload).await.is_err() {
+                engine.close(session, CloseReason::TransportClose);
+                return Some(close_code::NORMAL);
+            }
+            return None;
+        }
+        Some(Ok(Incoming::Pong)) => return None,
+        Some(Ok(Incoming::Close)) | None => {
             engine.close(session, CloseReason::TransportClose);
-            return false;
+            return Some(close_code::NORMAL);
         }
         Some(Err(e)) => {
             tracing::debug!(sid = %session.sid(), error = %e, "websocket read failed");
             engine.close(session, CloseReason::TransportError);
-            return false;
+            return Some(match e {
+                ReadError::Ws(e) => e.close_code(),
+                ReadError::Io(_) => close_code::NORMAL,
+            });
         }
     };
-    engine.on_packet(session, packet).await
+    if engine.on_packet(session, packet).await {
+        None
+    } else {
+        Some(close_code::NORMAL)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of the future an async fn returns.
+    fn future_size<A, B, C, F>(_: impl Fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every idle connection keeps its task's future for its whole life: the
+    /// write and frame-handling paths are boxed so that it only holds what
+    /// waiting needs (it was 1.2 KiB before; 0.4 KiB now).
+    #[test]
+    fn an_idle_connection_task_stays_small() {
+        type H = crate::io::IoHandler;
+        type S = tokio::net::TcpStream;
+        let start = future_size(super::start::<H, S>);
+        let drive = future_size(super::drive::<H, S>);
+        assert!(start <= 512, "start future: {start} bytes");
+        assert!(drive <= 256, "drive future: {drive} bytes");
+    }
 }
