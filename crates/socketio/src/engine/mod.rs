@@ -9,7 +9,7 @@
 //! including the upgrade from polling; its framing in `frames.rs`). Packet codec:
 //! `packet.rs`.
 
-mod frames;
+pub mod frames;
 pub mod packet;
 mod polling;
 pub mod session;
