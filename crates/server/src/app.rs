@@ -196,13 +196,12 @@ pub async fn serve(settings: Settings, dev: bool) -> anyhow::Result<()> {
     // streams never finish by themselves, so the process exits at the latest
     // `shutdown_timeout` after the signal.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async {
+    let server = crate::http::listen::serve(listener, router, async {
         let _ = stopped.await;
     });
-    let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
     tokio::select! {
-        result = &mut server => result?,
+        () = &mut server => {}
         _ = shutdown_signal() => {
             let _ = stop.send(());
             if let Some(namespace) = app.namespace.get() {

@@ -7,6 +7,7 @@ mod api;
 mod collab;
 pub mod dev;
 mod health;
+pub mod listen;
 mod notifications;
 
 use std::sync::Arc;
