@@ -163,6 +163,7 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
             ping_interval: app.settings.ping_interval,
             ping_timeout: app.settings.ping_timeout,
             max_payload: app.settings.max_payload,
+            ws_write_coalesce: app.settings.ws_write_coalesce,
             ..EngineConfig::default()
         })
         .io_config(IoConfig {

@@ -107,6 +107,11 @@ pub struct SettingArgs {
     /// Engine.IO ping timeout, in milliseconds. Default 20000.
     #[arg(long, env = "SWITCHBOARD_PING_TIMEOUT_MS")]
     pub ping_timeout_ms: Option<u64>,
+    /// A WebSocket written less than this long ago waits out the rest before its
+    /// next write, so that frames arriving meanwhile go out together, in
+    /// microseconds. 0 writes at once. Default 2000.
+    #[arg(long, env = "SWITCHBOARD_WS_WRITE_COALESCE_US")]
+    pub ws_write_coalesce_us: Option<u64>,
 }
 
 /// The same settings as they appear in `switchboard.toml`.
@@ -128,6 +133,7 @@ struct FileSettings {
     recovery_window_secs: Option<u64>,
     ping_interval_ms: Option<u64>,
     ping_timeout_ms: Option<u64>,
+    ws_write_coalesce_us: Option<u64>,
     sse_ping_interval_ms: Option<u64>,
     max_streams_per_user: Option<usize>,
     max_poll_secs: Option<u64>,
@@ -162,6 +168,7 @@ pub struct Settings {
     pub recovery_window: Duration,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    pub ws_write_coalesce: Duration,
     pub sse_ping_interval: Duration,
     pub max_streams_per_user: usize,
     pub max_poll_secs: u64,
@@ -243,6 +250,11 @@ impl Settings {
                 &args.ping_timeout_ms,
                 file.ping_timeout_ms,
                 20_000,
+            )),
+            ws_write_coalesce: Duration::from_micros(pick(
+                &args.ws_write_coalesce_us,
+                file.ws_write_coalesce_us,
+                2_000,
             )),
             sse_ping_interval: Duration::from_millis(pick(
                 &args.sse_ping_interval_ms,

@@ -49,6 +49,11 @@ pub struct EngineConfig {
     pub max_queued_frames: usize,
     /// Time a client has to complete an upgrade from polling to WebSocket.
     pub upgrade_timeout: Duration,
+    /// A WebSocket written less than this long ago waits out the rest before
+    /// its next write, so that the frames queued meanwhile go out in one write.
+    /// Only connections receiving more than one frame per interval wait; zero
+    /// writes every frame at once.
+    pub ws_write_coalesce: Duration,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +64,7 @@ impl Default for EngineConfig {
             max_payload: 1_000_000,
             max_queued_frames: 1024,
             upgrade_timeout: Duration::from_secs(10),
+            ws_write_coalesce: Duration::from_millis(2),
         }
     }
 }
