@@ -107,9 +107,10 @@ pub struct SettingArgs {
     /// Engine.IO ping timeout, in milliseconds. Default 20000.
     #[arg(long, env = "SWITCHBOARD_PING_TIMEOUT_MS")]
     pub ping_timeout_ms: Option<u64>,
-    /// A WebSocket written less than this long ago waits out the rest before its
-    /// next write, so that frames arriving meanwhile go out together, in
-    /// microseconds. 0 writes at once. Default 2000.
+    /// A WebSocket under sustained load (more than one write per four of these
+    /// intervals for a while) waits out the rest of it before its next write, so
+    /// that frames arriving meanwhile go out together, in microseconds. 0 writes
+    /// at once. Default 2000.
     #[arg(long, env = "SWITCHBOARD_WS_WRITE_COALESCE_US")]
     pub ws_write_coalesce_us: Option<u64>,
 }

@@ -49,10 +49,10 @@ pub struct EngineConfig {
     pub max_queued_frames: usize,
     /// Time a client has to complete an upgrade from polling to WebSocket.
     pub upgrade_timeout: Duration,
-    /// A WebSocket written less than this long ago waits out the rest before
-    /// its next write, so that the frames queued meanwhile go out in one write.
-    /// Only connections receiving more than one frame per interval wait; zero
-    /// writes every frame at once.
+    /// A WebSocket under sustained load (more than one write per four of these
+    /// intervals for a while) waits out the rest of this interval
+    /// before its next write, so that the frames queued meanwhile go out in one
+    /// write. Bursts and quieter connections never wait; zero turns it off.
     pub ws_write_coalesce: Duration,
 }
 

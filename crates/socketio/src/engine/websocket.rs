@@ -248,7 +248,7 @@ async fn drive<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
     ws: &mut WsConn<S>,
     session: &SessionRef<H>,
 ) -> u16 {
-    let mut last_write = None;
+    let mut pace = WritePace::default();
     loop {
         if session.is_closed() {
             return close_code::NORMAL;
@@ -256,7 +256,7 @@ async fn drive<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
         // Boxed, like `on_frame` below: the task of an idle connection holds only
         // what waiting needs (about 0.4 KiB less per connection).
         let coalesce = engine.config.ws_write_coalesce;
-        match Box::pin(write_queued(ws, session, coalesce, &mut last_write)).await {
+        match Box::pin(write_queued(ws, session, coalesce, &mut pace)).await {
             Ok(true) => {}
             Ok(false) => return close_code::NORMAL,
             Err(e) => {
@@ -279,29 +279,68 @@ async fn drive<H: EngineHandler, S: AsyncRead + AsyncWrite + Unpin + Send>(
     }
 }
 
+/// When a connection's writes wait to be coalesced: only under sustained load.
+/// Each write adds one to a heat that leaks one unit per four `coalesce`
+/// intervals; a connection at `HOT` or more waits out the rest of `coalesce`
+/// after its last write. A burst (ten chat messages arriving a millisecond
+/// apart, a replay) stays below it and goes out at once: when every connection
+/// that had written within 2 ms waited, the chat benchmark's median latency went
+/// from 0.7 to 3.5 ms. A plain streak of close writes was too strict: at
+/// saturation scheduling jitter now and then leaves 4 ms between two writes.
+#[derive(Default)]
+struct WritePace {
+    last: Option<tokio::time::Instant>,
+    heat: f32,
+}
+
+const HOT: f32 = 16.0;
+
+impl WritePace {
+    /// Called with frames queued; how long to wait before writing them.
+    fn before_write(
+        &mut self,
+        now: tokio::time::Instant,
+        coalesce: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        if coalesce.is_zero() {
+            return None;
+        }
+        let since = self.last.map_or(std::time::Duration::MAX, |at| {
+            now.saturating_duration_since(at)
+        });
+        let leak = since.as_secs_f32() / (4.0 * coalesce.as_secs_f32());
+        self.heat = ((self.heat - leak).max(0.0) + 1.0).min(2.0 * HOT);
+        let wait = if self.heat >= HOT {
+            coalesce.checked_sub(since).filter(|wait| !wait.is_zero())
+        } else {
+            None
+        };
+        self.last = Some(now + wait.unwrap_or_default());
+        wait
+    }
+}
+
 /// Writes every queued frame with one `write`; false if the session closed
 /// meanwhile (a write blocked on a client that does not read is abandoned).
 async fn write_queued<S: super::SessionState, T: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WsConn<T>,
     session: &super::Session<S>,
     coalesce: std::time::Duration,
-    last_write: &mut Option<tokio::time::Instant>,
+    pace: &mut WritePace,
 ) -> std::io::Result<bool> {
     if session.queued().0 == 0 {
         return Ok(true);
     }
-    // Under load, more frames (the next broadcasts) join this write: a
-    // connection written to less than `coalesce` ago waits out the rest, and
-    // every write first gives the scheduler one turn. At saturation of the
-    // fan-out benchmark (1,000 members) the turn cut server CPU per delivery
-    // from 0.85 to 0.71 µs and the wait (2 ms) to 0.48 µs, with 2.1 million
-    // deliveries/s instead of 1.2; the latency at 10-100 messages/s, where no
-    // connection gets two frames within 2 ms, did not change. A second turn,
-    // or a 4 ms wait, gained nothing more.
-    if let Some(wait) = last_write.and_then(|at| coalesce.checked_sub(at.elapsed())) {
+    // Under load, more frames (the next broadcasts) join this write: every write
+    // first gives the scheduler one turn, and a connection under sustained load
+    // (see `WritePace`) waits out the rest of `coalesce` after its last write.
+    // At saturation of the fan-out benchmark (1,000 members) the turn cut server
+    // CPU per delivery from 0.85 to 0.71 µs and the wait (2 ms) to 0.48 µs, with
+    // 2.1 million deliveries/s instead of 1.2. A second turn, or a 4 ms wait,
+    // gained nothing more.
+    if let Some(wait) = pace.before_write(tokio::time::Instant::now(), coalesce) {
         tokio::time::sleep(wait).await;
     }
-    *last_write = Some(tokio::time::Instant::now());
     tokio::task::yield_now().await;
     let frames = session.take_all();
     if frames.is_empty() {
@@ -381,5 +420,40 @@ mod tests {
         let drive = future_size(super::drive::<H, S>);
         assert!(start <= 512, "start future: {start} bytes");
         assert!(drive <= 256, "drive future: {drive} bytes");
+    }
+
+    #[test]
+    fn only_sustained_writing_waits() {
+        use std::time::Duration;
+        let coalesce = Duration::from_millis(2);
+        let ms = Duration::from_millis;
+        // A burst of eleven writes a millisecond apart goes out at once.
+        let mut pace = super::WritePace::default();
+        let mut now = tokio::time::Instant::now();
+        for _ in 0..11 {
+            assert_eq!(pace.before_write(now, coalesce), None);
+            now += ms(1);
+        }
+        // Sustained writing every 2-5 ms (jitter included) heats up, then waits.
+        let mut pace = super::WritePace::default();
+        let mut waited = 0;
+        for i in 0..200u64 {
+            now += ms(if i % 10 == 9 { 5 } else { 1 });
+            if let Some(wait) = pace.before_write(now, coalesce) {
+                assert!(wait <= coalesce);
+                now += wait;
+                waited += 1;
+            }
+        }
+        assert!(waited > 100, "waited {waited} times of 200");
+        // A pause cools it down.
+        now += Duration::from_secs(1);
+        assert_eq!(pace.before_write(now, coalesce), None);
+        assert_eq!(pace.before_write(now + ms(1), coalesce), None);
+        // Zero turns it off.
+        let mut off = super::WritePace::default();
+        for _ in 0..100 {
+            assert_eq!(off.before_write(now, Duration::ZERO), None);
+        }
     }
 }
