@@ -429,25 +429,19 @@ fn frame_len(frame: &Frame) -> usize {
 mod tests {
     use super::*;
 
-    /// A client frame: masked with a fixed key.
+    /// A client frame: the server encoding, masked with a fixed key.
     fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            n @ 0..=125 => out.push(0x80 | n as u8),
-            n @ 126..=0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
+        let mut masked = payload.to_vec();
+        unmask(&mut masked, mask);
+        let mut out = Vec::new();
+        encode_frame(&mut out, opcode, &masked);
+        let header = out.len() - masked.len();
+        if !fin {
+            out[0] &= 0x7f;
         }
-        out.extend_from_slice(&mask);
-        let mut data = payload.to_vec();
-        unmask(&mut data, mask);
-        out.extend_from_slice(&data);
+        out[1] |= 0x80;
+        out.splice(header..header, mask);
         out
     }
 
