@@ -445,6 +445,14 @@ mod tests {
         out
     }
 
+    /// Client frames back to back, as one read may bring them.
+    fn client_stream(frames: &[(bool, u8, &[u8])]) -> Vec<u8> {
+        frames
+            .iter()
+            .flat_map(|&(fin, opcode, payload)| client_frame(fin, opcode, payload))
+            .collect()
+    }
+
     fn text(s: &str) -> Incoming {
         Incoming::Text(Str::from_utf8(Bytes::copy_from_slice(s.as_bytes())).unwrap())
     }
@@ -466,9 +474,11 @@ mod tests {
     #[test]
     fn several_frames_in_one_read_come_out_one_by_one() {
         let mut r = Reader::new(1000);
-        let mut bytes = client_frame(true, OP_TEXT, b"2");
-        bytes.extend(client_frame(true, OP_PING, b"hi"));
-        bytes.extend(client_frame(true, OP_TEXT, b"3"));
+        let bytes = client_stream(&[
+            (true, OP_TEXT, b"2"),
+            (true, OP_PING, b"hi"),
+            (true, OP_TEXT, b"3"),
+        ]);
         assert_eq!(r.push(&bytes).unwrap(), Some(text("2")));
         assert_eq!(
             r.next_pending().unwrap(),
@@ -505,10 +515,12 @@ mod tests {
     #[test]
     fn fragments_are_joined_and_controls_may_come_between() {
         let mut r = Reader::new(1000);
-        let mut bytes = client_frame(false, OP_TEXT, b"4he");
-        bytes.extend(client_frame(true, OP_PING, b""));
-        bytes.extend(client_frame(false, OP_CONTINUATION, b"ll"));
-        bytes.extend(client_frame(true, OP_CONTINUATION, b"o"));
+        let bytes = client_stream(&[
+            (false, OP_TEXT, b"4he"),
+            (true, OP_PING, b""),
+            (false, OP_CONTINUATION, b"ll"),
+            (true, OP_CONTINUATION, b"o"),
+        ]);
         assert_eq!(r.push(&bytes).unwrap(), Some(Incoming::Ping(Bytes::new())));
         assert_eq!(r.next_pending().unwrap(), Some(text("4hello")));
     }
@@ -571,8 +583,7 @@ mod tests {
             Reader::new(10).push(&orphan),
             Err(WsError::Protocol(_))
         ));
-        let mut nested = client_frame(false, OP_TEXT, b"a");
-        nested.extend(client_frame(true, OP_TEXT, b"b"));
+        let nested = client_stream(&[(false, OP_TEXT, b"a"), (true, OP_TEXT, b"b")]);
         assert!(matches!(
             Reader::new(10).push(&nested),
             Err(WsError::Protocol(_))
