@@ -1,31 +1,43 @@
 #!/usr/bin/env bash
-# Runs every test of the project: the Rust unit and integration tests (SQLite
-# and PostgreSQL stores), then the end-to-end tests with the real npm clients
-# against the release binaries.
+# Runs every check and test of the project: formatting and clippy, the Rust unit
+# and integration tests (SQLite and PostgreSQL stores), a load-generator smoke
+# run, a check that the committed demo page matches its sources, then the
+# end-to-end tests with the real npm clients (and the README's snippets) against
+# the release binaries.
 #
-# Needs: cargo, Node.js 20 + npm, Chromium (CHROMIUM_PATH or /usr/bin/chromium),
-# Redis at 127.0.0.1:6379 plus redis-server 7, redis-cli (the cluster tests start
-# their own Redis Cluster) and nginx (multi-node tests), and
-# PostgreSQL at SWITCHBOARD_TEST_POSTGRES (default
-# postgres://root@127.0.0.1:5432/test). With CI=true a missing PostgreSQL fails
-# the run instead of skipping its tests. `.ci/run` checks or installs all of them.
+# First, in a few seconds, it checks every prerequisite and installs or starts
+# what it can (scripts/prereqs.sh says what and how). It builds where cargo
+# builds by default (or CARGO_TARGET_DIR, when set), so the release binary of
+# `cargo run --release -p switchboard -- serve --dev` is reused, not rebuilt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/switchboard-target}"
-command -v cargo >/dev/null || { echo "test.sh: cargo not found" >&2; exit 2; }
-command -v node >/dev/null || { echo "test.sh: node not found (Node.js 20 is required)" >&2; exit 2; }
-command -v npm >/dev/null || { echo "test.sh: npm not found" >&2; exit 2; }
+# shellcheck source=scripts/prereqs.sh
+source scripts/prereqs.sh
+check_prerequisites
 
-echo "== cargo build (release): switchboard and the protocol examples"
-cargo build --release --locked -p switchboard --bin switchboard -p switchboard-loadgen
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
+  | node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).target_directory))')
+echo "== cargo target directory: $TARGET_DIR"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy (release, every target, warnings are errors)"
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
+echo "== cargo build (release): switchboard, the load generator and the protocol examples"
+# The same build as the README's `cargo run --release -p switchboard`, so it is reused.
+cargo build --release --locked -p switchboard --bin switchboard
+cargo build --release --locked -p switchboard-loadgen
 cargo build --release --locked -p switchboard-socketio --examples
 
 echo "== cargo test (release)"
 cargo test --release --locked --workspace
 
 echo "== load generator smoke run (seconds; it must deliver, with no error)"
-./scripts/loadgen-smoke.sh
+SB_BIN="$TARGET_DIR/release/switchboard" LG_BIN="$TARGET_DIR/release/switchboard-loadgen" \
+  ./scripts/loadgen-smoke.sh
 
 echo "== demo page: the committed web/dist is what its sources build to"
 (
@@ -40,11 +52,11 @@ if command -v git >/dev/null && git rev-parse --git-dir >/dev/null 2>&1; then
     || { echo "test.sh: web/dist differs from a fresh build of web/; rebuild and commit it" >&2; exit 1; }
 fi
 
-echo "== end-to-end tests (socket.io-client, eventsource, ws, yjs + y-websocket, Chromium)"
+echo "== end-to-end tests (socket.io-client, eventsource, ws, yjs + y-websocket, Chromium, README snippets)"
 cd tests/e2e
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
-export SWITCHBOARD_BIN="$CARGO_TARGET_DIR/release/switchboard"
-export SWITCHBOARD_TESTBED="$CARGO_TARGET_DIR/release/examples/testbed"
+export SWITCHBOARD_BIN="$TARGET_DIR/release/switchboard"
+export SWITCHBOARD_TESTBED="$TARGET_DIR/release/examples/testbed"
 npm test
