@@ -108,7 +108,8 @@ pub struct Common {
 
 #[derive(Subcommand, Debug)]
 pub enum Scenario {
-    /// Idle clients joined to one room, added in steps: server RSS and KiB per connection.
+    /// Idle clients joined to one room (or editing documents, --collab-docs), added in
+    /// steps: server RSS and KiB per connection.
     Memory(MemoryArgs),
     /// Clients in one room, publisher POSTs to the API: saturation and fixed rates.
     Fanout(FanoutArgs),
@@ -133,6 +134,14 @@ pub struct MemoryArgs {
     /// Room every client joins.
     #[arg(long, default_value = "idle")]
     pub room: String,
+    /// Idle collaborative-editing clients instead of Socket.IO ones, spread
+    /// round-robin over this many documents (`/collab/{--workspace}/...`;
+    /// each document takes at most 256 clients per node by default).
+    #[arg(long, default_value_t = 0)]
+    pub collab_docs: u64,
+    /// Workspace of the documents, with --collab-docs.
+    #[arg(long, default_value = "collab")]
+    pub workspace: String,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -170,6 +170,83 @@ pub async fn run(ctx: &Arc<Ctx>, a: &CollabArgs) -> anyhow::Result<Outcome> {
     })
 }
 
+/// A per-run prefix of document names: stored documents of earlier runs
+/// (whose clocks fresh editors would collide with) are never reused.
+pub fn run_prefix() -> String {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+        ^ (u64::from(std::process::id()) << 40);
+    format!("d{:x}-", nonce & 0xffff_ffff_ffff)
+}
+
+/// Client `i` of the `memory` scenario's collab mode: syncs document
+/// `i % docs` (of `workspace`, names starting with `prefix`), then only reads
+/// (tungstenite answers the server's pings while it does) until closed.
+pub fn spawn_idle(
+    tasks: &mut Tasks,
+    ctx: &Ctx,
+    shared: &Arc<Shared>,
+    gate: &Arc<Semaphore>,
+    (i, docs): (u64, u64),
+    workspace: &str,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let ports = &ctx.opt.ports;
+    let g = (i % ports.len() as u64) as usize;
+    let user = ctx.user_of("e", i);
+    let token = ctx.minter.token(&user, &[workspace])?;
+    let editor = Editor {
+        addr: ctx.addr(ports[g]),
+        source: ctx.source_for(i),
+        path: format!(
+            "/collab/{workspace}/{prefix}{}?token={token}",
+            i % docs.max(1)
+        ),
+        client: i,
+        group: g,
+        first_at: Instant::now(),
+        period: Duration::from_secs(1),
+        root: String::new(),
+    };
+    let timeout = Duration::from_secs_f64(ctx.opt.connect_timeout.max(0.1));
+    let (shared, gate) = (shared.clone(), gate.clone());
+    tasks.spawn(async move {
+        let ws = {
+            let Ok(_permit) = gate.acquire().await else {
+                return;
+            };
+            tokio::time::timeout(timeout, connect(&editor)).await
+        };
+        let mut ws = match ws {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => {
+                shared.note_error(&e.to_string());
+                shared.connect_failed.fetch_add(1, Relaxed);
+                return;
+            }
+            Err(_) => {
+                shared.note_error("collab handshake timed out");
+                shared.connect_failed.fetch_add(1, Relaxed);
+                return;
+            }
+        };
+        shared.connected.fetch_add(1, Relaxed);
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    shared.note_error(&e.to_string());
+                    break;
+                }
+            }
+        }
+        shared.closed.fetch_add(1, Relaxed);
+    });
+    Ok(())
+}
+
 /// WebSocket upgrade, then sync: our step 1 out, until the server's step 2 is in.
 async fn connect(e: &Editor) -> Result<Ws, ClientError> {
     let stream = tcp_connect(e.addr, e.source).await?;

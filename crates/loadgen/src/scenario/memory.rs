@@ -1,4 +1,5 @@
-//! `memory`: idle clients joined to one room, added in steps (`--steps`);
+//! `memory`: idle clients joined to one room, added in steps (`--steps`), or
+//! with `--collab-docs N` idle y-websocket clients spread over N documents;
 //! after each step and a settle time, the RSS of every measured process
 //! (/proc/PID/status VmRSS) and the KiB per connection against the first
 //! step. Past `--per-ip` clients the source addresses are spread over
@@ -12,9 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use super::fanout::dialect_name;
-use super::{settle, sio_env, spawn_sio, wait_connected, Outcome, Tasks};
+use super::{collab, settle, sio_env, spawn_sio, wait_connected, Outcome, Tasks};
 use crate::cli::MemoryArgs;
 use crate::ctx::{log, round1, Ctx};
 use crate::procfs;
@@ -49,6 +51,12 @@ pub async fn run(ctx: &Arc<Ctx>, a: &MemoryArgs) -> anyhow::Result<Outcome> {
     let total = steps.last().copied().unwrap_or(0);
     ctx.set("steps", &steps);
     ctx.set("room", &a.room);
+    let prefix = collab::run_prefix();
+    if a.collab_docs > 0 {
+        ctx.set("collab_docs", a.collab_docs);
+        ctx.set("doc_prefix", &prefix);
+    }
+    let gate = Arc::new(Semaphore::new(ctx.opt.concurrency.max(1)));
     ctx.plan_sources(total);
 
     let mut tasks = Tasks::new();
@@ -59,6 +67,19 @@ pub async fn run(ctx: &Arc<Ctx>, a: &MemoryArgs) -> anyhow::Result<Outcome> {
         let (mut connect_s, mut rate) = (0.0, 0.0);
         if target > have {
             for i in have..target {
+                if a.collab_docs > 0 {
+                    let doc = (i, a.collab_docs);
+                    collab::spawn_idle(
+                        &mut tasks,
+                        ctx,
+                        &shared,
+                        &gate,
+                        doc,
+                        &a.workspace,
+                        &prefix,
+                    )?;
+                    continue;
+                }
                 let g = (i % ports.len() as u64) as usize;
                 let user = ctx.user_of("", i);
                 let token = ctx.minter.token(&user, &[a.room.as_str()])?;
@@ -151,11 +172,19 @@ pub async fn run(ctx: &Arc<Ctx>, a: &MemoryArgs) -> anyhow::Result<Outcome> {
     ctx.set("tasks", tasks.len());
     let connected = shared.connected.load(Relaxed);
     let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "memory: idle clients joined to one room ({} dialect)",
-        dialect_name(ctx)
-    );
+    if a.collab_docs > 0 {
+        let _ = writeln!(
+            t,
+            "memory: idle collab clients over {} documents (y-websocket)",
+            a.collab_docs
+        );
+    } else {
+        let _ = writeln!(
+            t,
+            "memory: idle clients joined to one room ({} dialect)",
+            dialect_name(ctx)
+        );
+    }
     let _ = writeln!(
         t,
         "{:>9} {:>7} {:>10}  {:<28} {:<22} {:<22} {:>12}",
