@@ -9,14 +9,21 @@ use yrs::sync::{Awareness, AwarenessUpdate};
 use yrs::updates::decoder::Decode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
 
+/// Why an update could not be decoded, applied or encoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
+    /// The bytes do not decode as a Yjs v1 update.
     #[error("not a Yjs update: {0}")]
     NotAnUpdate(#[from] yrs::encoding::read::Error),
+    /// The update decoded, but yrs refused to apply it.
     #[error("the update does not apply: {0}")]
     Rejected(#[from] yrs::error::UpdateError),
+    /// yrs panicked while decoding or encoding (caught and turned into
+    /// [`crate::ProtocolError::Rejected`]).
     #[error(transparent)]
     Protocol(#[from] crate::ProtocolError),
+    /// yrs panicked while applying an update: the document may be
+    /// inconsistent and must be replaced (see [`Document::apply`]).
     #[error("yrs failed while applying the update; the document must be rebuilt")]
     Broken,
 }
@@ -25,11 +32,14 @@ pub enum DocumentError {
 /// those whose state it removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AwarenessChanges {
+    /// Clients whose state was added or updated.
     pub set: Vec<ClientID>,
+    /// Clients whose state was removed.
     pub removed: Vec<ClientID>,
 }
 
 impl AwarenessChanges {
+    /// Whether the update changed no client's state.
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.removed.is_empty()
     }
@@ -40,6 +50,7 @@ impl AwarenessChanges {
 /// after 30 s.
 pub const AWARENESS_TIMEOUT_MS: u64 = 30_000;
 
+/// A Yjs document and the awareness states of the clients editing it.
 pub struct Document {
     awareness: Awareness,
 }
@@ -51,6 +62,7 @@ impl Default for Document {
 }
 
 impl Document {
+    /// An empty document with no awareness states.
     pub fn new() -> Self {
         Self {
             awareness: Awareness::new(Doc::new()),
@@ -101,6 +113,7 @@ impl Document {
         }
     }
 
+    /// The document's state vector: the latest clock it holds of each client.
     pub fn state_vector(&self) -> StateVector {
         self.awareness.doc().transact().state_vector()
     }

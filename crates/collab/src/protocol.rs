@@ -35,18 +35,26 @@ pub enum ClientMessage {
     Auth,
 }
 
+/// Why client bytes were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
+    /// A WebSocket message with no bytes.
     #[error("empty message")]
     Empty,
+    /// yrs could not decode the bytes (truncated, bad varint, bad tag, ...).
     #[error("malformed message: {0}")]
     Malformed(#[from] yrs::encoding::read::Error),
+    /// A y-protocols message type Switchboard does not know (the tag).
     #[error("unknown message type {0}")]
     UnknownType(u8),
+    /// An awareness state that is not JSON (the client id it belongs to).
     #[error("the awareness state of client {0} is not JSON")]
     AwarenessNotJson(u64),
+    /// yrs panicked on the bytes; the panic was caught.
     #[error("the decoder refused the message")]
     Rejected,
+    /// A state vector, update or awareness update declaring more entries than
+    /// it has bytes left.
     #[error("a count larger than the message")]
     CountTooLarge,
 }
@@ -194,6 +202,10 @@ pub fn encode_awareness_update(update: &AwarenessUpdate) -> Vec<u8> {
     update.encode_v1()
 }
 
+/// Decodes awareness states carried between nodes, the inverse of
+/// [`encode_awareness_update`]. Unlike [`decode`], it checks neither declared
+/// counts nor that the states are JSON: the bytes come from a node, which
+/// checked them when its client sent them.
 pub fn decode_awareness_update(data: &[u8]) -> Result<AwarenessUpdate, ProtocolError> {
     Ok(without_panics(|| AwarenessUpdate::decode_v1(data))??)
 }

@@ -9,10 +9,14 @@ use serde::{Deserialize, Serialize};
 /// The claims Switchboard reads from a user token.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
+    /// The user id: 1 to [`MAX_USER_ID`] characters once verified.
     pub sub: String,
+    /// Expiry, in seconds since the Unix epoch.
     pub exp: u64,
+    /// Display name, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Workspaces the token grants access to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspaces: Option<Vec<String>>,
 }
@@ -20,26 +24,36 @@ pub struct Claims {
 /// An authenticated user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
+    /// The token's `sub`: 1 to [`MAX_USER_ID`] characters.
     pub id: String,
+    /// Display name from the token, if any.
     pub name: Option<String>,
     /// Workspaces the token itself grants.
     pub workspaces: Vec<String>,
 }
 
 impl User {
+    /// Whether the token itself lists `workspace`. A membership in the Store
+    /// can grant access too; that is not checked here.
     pub fn token_grants(&self, workspace: &str) -> bool {
         self.workspaces.iter().any(|w| w == workspace)
     }
 }
 
+/// Why a token was refused, or an [`Authenticator`] could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// From jsonwebtoken: the token is malformed, badly signed, expired or
+    /// lacks `exp` or `sub`; or, when building or minting, a key or token failed.
     #[error("invalid token: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    /// Signed with an algorithm other than HS256, or RS256 without a public key.
     #[error("token algorithm not accepted")]
     Algorithm,
+    /// `sub` is empty or longer than [`MAX_USER_ID`] characters.
     #[error("token subject missing or too long")]
     Subject,
+    /// The RS256 public key given to [`Authenticator::new`] is not a valid PEM RSA key.
     #[error("bad RS256 public key: {0}")]
     PublicKey(jsonwebtoken::errors::Error),
 }

@@ -13,9 +13,13 @@ pub const MAX_ID_CHARS: usize = 128;
 /// A message about to be stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewMessage {
+    /// The workspace it is posted in.
     pub workspace_id: String,
+    /// The author.
     pub user_id: String,
+    /// The text, checked by [`MessageLimits::check_content`].
     pub content: String,
+    /// An optional identifier chosen by the sender, echoed back as `clientMsgId`.
     pub client_msg_id: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
@@ -24,11 +28,17 @@ pub struct NewMessage {
 /// A stored message. Ids are one increasing sequence across all workspaces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
+    /// Assigned by the Store; also the recovery offset.
     pub id: i64,
+    /// The workspace it was posted in.
     pub workspace_id: String,
+    /// The author.
     pub user_id: String,
+    /// The text.
     pub content: String,
+    /// The sender's optional identifier, echoed back as `clientMsgId`.
     pub client_msg_id: Option<String>,
+    /// Milliseconds since the Unix epoch.
     pub created_at: i64,
 }
 
@@ -95,11 +105,14 @@ pub struct Window {
     pub before: Option<i64>,
     /// Only ids higher than this.
     pub after: Option<i64>,
+    /// At most this many messages: 1 to [`Window::MAX_LIMIT`].
     pub limit: u32,
 }
 
 impl Window {
+    /// The `limit` when none is given.
     pub const DEFAULT_LIMIT: u32 = 50;
+    /// The largest `limit`; larger ones are clamped to it.
     pub const MAX_LIMIT: u32 = 200;
 
     /// Defaults `limit` to 50 and clamps it to 200. No cursor: the latest messages;

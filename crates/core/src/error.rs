@@ -7,16 +7,24 @@ use std::fmt;
 /// One of the codes a client can receive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
+    /// `unauthorized` (HTTP 401): a missing, forged or expired token, or a wrong API key.
     Unauthorized,
+    /// `invalid` (HTTP 400): a malformed payload, wrong types, a bad id, an unknown event.
     Invalid,
+    /// `forbidden` (HTTP 403): no access to the workspace, or the socket has not joined it.
     Forbidden,
+    /// `not_found` (HTTP 404): no such resource (or someone else's).
     NotFound,
+    /// `too_large` (HTTP 413): content, data or a request body over its limit.
     TooLarge,
+    /// `rate_limited` (HTTP 429): too many events, streams or document clients.
     RateLimited,
+    /// `internal` (HTTP 500): the server failed; the detail is logged, not sent.
     Internal,
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order.
     pub const ALL: [ErrorCode; 7] = [
         ErrorCode::Unauthorized,
         ErrorCode::Invalid,
@@ -27,6 +35,7 @@ impl ErrorCode {
         ErrorCode::Internal,
     ];
 
+    /// The code as sent on the wire, in snake case (`not_found`).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Unauthorized => "unauthorized",
@@ -50,11 +59,14 @@ impl fmt::Display for ErrorCode {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct Error {
+    /// The machine-readable code.
     pub code: ErrorCode,
+    /// The human-readable message shown to the client.
     pub message: String,
 }
 
 impl Error {
+    /// An error with `code` and `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
@@ -62,18 +74,22 @@ impl Error {
         }
     }
 
+    /// An [`ErrorCode::Invalid`] error with `message`.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Invalid, message)
     }
 
+    /// An [`ErrorCode::Forbidden`] error with the message `Access denied`.
     pub fn forbidden() -> Self {
         Self::new(ErrorCode::Forbidden, "Access denied")
     }
 
+    /// An [`ErrorCode::Unauthorized`] error with the message `Authentication failed`.
     pub fn unauthorized() -> Self {
         Self::new(ErrorCode::Unauthorized, "Authentication failed")
     }
 
+    /// An [`ErrorCode::NotFound`] error with `message`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }

@@ -1,10 +1,11 @@
-//! Switchboard's domain core: what a user is and may access, what a chat
-//! message is and when it is valid, the error codes of the wire contract, and
-//! the ports through which the core reaches the outside world.
+//! Switchboard's domain core: who a user is, what a chat message and a
+//! notification are and when they are valid, the error codes and times of the
+//! wire contract, and the ports through which the core reaches the outside world.
 //!
 //! No transport and no database lives here. Transports (Socket.IO, HTTP) are in
 //! the `switchboard` server crate; the adapters behind the ports are in
-//! `switchboard-store` (SQLite, PostgreSQL) and `switchboard-broker` (in-process).
+//! `switchboard-store` (SQLite, PostgreSQL) and `switchboard-broker` (in-process,
+//! Redis, Redis Cluster).
 
 pub mod auth;
 pub mod chat;

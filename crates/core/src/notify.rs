@@ -15,20 +15,30 @@ pub const MAX_TYPE_CHARS: usize = 64;
 /// A notification about to be stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewNotification {
+    /// The recipient.
     pub user_id: String,
+    /// The notification type (`type` on the wire): 1 to [`MAX_TYPE_CHARS`] characters.
     pub kind: String,
+    /// Free-form JSON payload, size-limited by [`NewNotification::check`].
     pub data: Value,
+    /// Milliseconds since the Unix epoch.
     pub created_at: i64,
 }
 
 /// A stored notification. Ids are one increasing sequence across all users.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Notification {
+    /// Assigned by the Store.
     pub id: i64,
+    /// The recipient.
     pub user_id: String,
+    /// The notification type (`type` on the wire).
     pub kind: String,
+    /// Free-form JSON payload.
     pub data: Value,
+    /// Milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// Whether the recipient has marked it read.
     pub read: bool,
 }
 
