@@ -1,5 +1,6 @@
 //! Schema migrations: an ordered list of SQL scripts per engine, each applied
-//! once, in a transaction, and recorded in `switchboard_migrations`.
+//! once, in a transaction, and recorded in `switchboard_migrations`. The
+//! scripts themselves are in the engine modules.
 //!
 //! Written here rather than with `sqlx::migrate!` because that macro brings in
 //! sqlx's proc-macro crate with every database driver, which costs more build
@@ -8,7 +9,7 @@
 use sqlx::{Database, Executor, Pool};
 use switchboard_core::StoreError;
 
-use crate::store_error;
+use crate::error::store_error;
 
 /// A migration: its version (strictly increasing) and its SQL.
 pub(crate) type Migration = (i64, &'static str);

@@ -1,22 +1,22 @@
-//! The scale-out store: PostgreSQL, shared by every node.
+//! The scale-out engine: PostgreSQL, shared by every node. Here: opening it,
+//! its schema (migrations, run under an advisory lock so that nodes starting
+//! together do not race on them), its dialect (arrays for lists, one `UNNEST`
+//! statement per message batch) and what its SQLSTATEs mean. The ports' SQL
+//! is in the concern modules, shared with SQLite.
 //!
 //! Message ids come from one `BIGSERIAL` sequence, so they increase across all
-//! workspaces. Migrations run under an advisory lock, so nodes starting
-//! together do not race on them.
+//! workspaces.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use switchboard_core::{
-    DocumentId, DocumentLog, Message, NewMessage, NewNotification, Notification, RecoverySession,
-    Store, StoreError, Window,
-};
+use sqlx::Pool;
+use switchboard_core::{NewMessage, StoreError};
 
+use crate::error::{store_error, Kind};
 use crate::migrate::{self, Migration};
-use crate::rows::{messages, notifications, MESSAGE_COLUMNS, NOTIFICATION_COLUMNS};
-use crate::store_error;
+use crate::sql::{Engine, SqlStore, Statement};
 
 const MIGRATIONS: &[Migration] = &[
     (
@@ -77,12 +77,14 @@ const MIGRATIONS: &[Migration] = &[
 /// Key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x5357_4254_4348; // "SWBTCH"
 
-pub struct PostgresStore {
+/// The PostgreSQL engine: one pool for reads and writes.
+pub(crate) struct Postgres {
     pool: PgPool,
 }
 
-impl PostgresStore {
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+impl Postgres {
+    /// Connects to a `postgres://` URL and brings the schema up to date.
+    pub(crate) async fn open(url: &str) -> Result<SqlStore<Self>, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
@@ -102,19 +104,28 @@ impl PostgresStore {
             .await
             .map_err(store_error)?;
         migrated?;
-        Ok(Self { pool })
+        Ok(SqlStore {
+            engine: Self { pool },
+        })
     }
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl Engine for Postgres {
+    type DB = sqlx::Postgres;
+
+    fn reader(&self) -> &Pool<sqlx::Postgres> {
+        &self.pool
+    }
+
+    fn writer(&self) -> &Pool<sqlx::Postgres> {
+        &self.pool
+    }
+
     /// One statement, one round trip, one implicit transaction for the whole
     /// batch: a transaction with one `INSERT` per message took `n + 2` round
     /// trips, and most of the writer's CPU at 1,000 messages/s.
-    async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<Message>, StoreError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
+    async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<i64>, StoreError> {
         let column = |f: fn(&NewMessage) -> &str| batch.iter().map(f).collect::<Vec<_>>();
         let client_ids: Vec<Option<&str>> =
             batch.iter().map(|m| m.client_msg_id.as_deref()).collect();
@@ -135,309 +146,49 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
-        if ids.len() != batch.len() {
-            return Err(StoreError(format!(
-                "inserted {} messages, got {} ids",
-                batch.len(),
-                ids.len()
-            )));
-        }
         // Ids are drawn in the order the rows are inserted (`ORDER BY n`), so the
         // sorted ids pair with the batch in order whatever order RETURNING uses.
         ids.sort_unstable();
-        Ok(ids
-            .into_iter()
-            .zip(batch)
-            .map(|(id, m)| crate::stored(id, m))
-            .collect())
+        Ok(ids)
     }
 
-    async fn messages(&self, workspace: &str, window: Window) -> Result<Vec<Message>, StoreError> {
-        let order = if window.from_newest() { "DESC" } else { "ASC" };
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages
-             WHERE workspace_id = $1 AND id > $2 AND id < $3 ORDER BY id {order} LIMIT $4"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(workspace)
-            .bind(window.after.unwrap_or(0))
-            .bind(window.before.unwrap_or(i64::MAX))
-            .bind(i64::from(window.limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        let mut found = messages(rows)?;
-        if window.from_newest() {
-            found.reverse();
-        }
-        Ok(found)
+    fn in_list(column: &str, n: usize) -> String {
+        format!("{column} = ANY(${n})")
     }
 
-    async fn max_message_id(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM messages")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)
+    fn bind_texts(
+        statement: Statement<sqlx::Postgres>,
+        list: &[String],
+    ) -> Result<Statement<sqlx::Postgres>, StoreError> {
+        Ok(statement.bind(list))
     }
 
-    async fn messages_since(
-        &self,
-        workspaces: &[String],
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<Message>, StoreError> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages
-             WHERE workspace_id = ANY($1) AND id > $2 ORDER BY id LIMIT $3"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(workspaces)
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        messages(rows)
+    fn bind_ids(
+        statement: Statement<sqlx::Postgres>,
+        list: &[i64],
+    ) -> Result<Statement<sqlx::Postgres>, StoreError> {
+        Ok(statement.bind(list))
     }
 
-    async fn is_member(&self, user: &str, workspace: &str) -> Result<bool, StoreError> {
-        let found: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM memberships WHERE user_id = $1 AND workspace_id = $2",
-        )
-        .bind(user)
-        .bind(workspace)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(found.is_some())
-    }
+    /// READ COMMITTED would let each statement see a different moment.
+    const SNAPSHOT_READ: Option<&'static str> =
+        Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY");
+}
 
-    async fn add_member(&self, user: &str, workspace: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO memberships (user_id, workspace_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(user)
-            .bind(workspace)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn remove_member(&self, user: &str, workspace: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM memberships WHERE user_id = $1 AND workspace_id = $2")
-            .bind(user)
-            .bind(workspace)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn save_recovery(&self, pid: &str, session: &RecoverySession) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        sqlx::query("DELETE FROM recovery_sessions WHERE expires_at < $1")
-            .bind(switchboard_core::time::now_millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        sqlx::query(
-            "INSERT INTO recovery_sessions (pid, user_id, workspaces, expires_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (pid) DO UPDATE SET user_id = excluded.user_id,
-                workspaces = excluded.workspaces, expires_at = excluded.expires_at",
-        )
-        .bind(pid)
-        .bind(&session.user_id)
-        .bind(crate::encode_workspaces(&session.workspaces))
-        .bind(session.expires_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)
-    }
-
-    async fn take_recovery(
-        &self,
-        pid: &str,
-        now: i64,
-    ) -> Result<Option<RecoverySession>, StoreError> {
-        let row: Option<(String, String, i64)> =
-            sqlx::query_as("DELETE FROM recovery_sessions WHERE pid = $1 RETURNING user_id, workspaces, expires_at")
-                .bind(pid)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?;
-        Ok(crate::live_session(row, now))
-    }
-
-    async fn insert_notification(&self, n: &NewNotification) -> Result<Notification, StoreError> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO notifications (user_id, kind, data, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(&n.user_id)
-        .bind(&n.kind)
-        .bind(n.data.to_string())
-        .bind(n.created_at)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(Notification {
-            id,
-            user_id: n.user_id.clone(),
-            kind: n.kind.clone(),
-            data: n.data.clone(),
-            created_at: n.created_at,
-            read: false,
-        })
-    }
-
-    async fn notifications_after(
-        &self,
-        user: &str,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<Notification>, StoreError> {
-        let sql = format!(
-            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(user)
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        notifications(rows)
-    }
-
-    async fn notifications(
-        &self,
-        user: &str,
-        unread_only: bool,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<Notification>, StoreError> {
-        let unread = if unread_only { " AND read = FALSE" } else { "" };
-        let sql = format!(
-            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND id < $2{unread}
-             ORDER BY id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(user)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        notifications(rows)
-    }
-
-    async fn mark_read(&self, user: &str, id: i64) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE notifications SET read = TRUE WHERE user_id = $1 AND id = $2")
-                .bind(user)
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn mark_all_read(&self, user: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE notifications SET read = TRUE WHERE user_id = $1 AND read = FALSE")
-            .bind(user)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn append_document_updates(
-        &self,
-        document: &DocumentId,
-        updates: &[Bytes],
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        for update in updates {
-            sqlx::query(
-                "INSERT INTO document_updates (workspace_id, name, data) VALUES ($1, $2, $3)",
-            )
-            .bind(&document.workspace)
-            .bind(&document.name)
-            .bind(update.as_ref())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        }
-        tx.commit().await.map_err(store_error)
-    }
-
-    async fn document_log(&self, document: &DocumentId) -> Result<DocumentLog, StoreError> {
-        // REPEATABLE READ: the snapshot and the log are read from one moment.
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        let snapshot: Option<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT version, data FROM document_snapshots WHERE workspace_id = $1 AND name = $2",
-        )
-        .bind(&document.workspace)
-        .bind(&document.name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let updates: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, data FROM document_updates WHERE workspace_id = $1 AND name = $2 ORDER BY id",
-        )
-        .bind(&document.workspace)
-        .bind(&document.name)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(crate::rows::document_log(snapshot, updates))
-    }
-
-    async fn compact_document(
-        &self,
-        document: &DocumentId,
-        log_version: i64,
-        snapshot: &[u8],
-        replaced: &[i64],
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        // The conditional upsert takes the snapshot row's lock: of two nodes
-        // compacting at once, the second sees the new version and writes nothing.
-        let written = sqlx::query(
-            "INSERT INTO document_snapshots (workspace_id, name, version, data) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (workspace_id, name) DO UPDATE SET version = excluded.version, data = excluded.data
-             WHERE document_snapshots.version = $5",
-        )
-        .bind(&document.workspace)
-        .bind(&document.name)
-        .bind(log_version + 1)
-        .bind(snapshot)
-        .bind(log_version)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?
-        .rows_affected();
-        if written == 0 {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM document_updates WHERE id = ANY($1)")
-            .bind(replaced)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(true)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+/// What a SQLSTATE means for the caller
+/// (<https://www.postgresql.org/docs/current/errcodes-appendix.html>).
+pub(crate) fn error_kind(sqlstate: &str) -> Kind {
+    match sqlstate {
+        // serialization_failure, deadlock_detected, lock_not_available
+        "40001" | "40P01" | "55P03" => Kind::Contention,
+        // admin_shutdown, crash_shutdown, cannot_connect_now, query_canceled
+        // (statement timeout), system_error, io_error
+        "57P01" | "57P02" | "57P03" | "57014" | "58000" | "58030" => Kind::Unavailable,
+        // connection_exception, insufficient_resources (too many connections,
+        // disk full, out of memory)
+        s if s.starts_with("08") || s.starts_with("53") => Kind::Unavailable,
+        s if s.starts_with("23") => Kind::Constraint,
+        s if s.starts_with("22") => Kind::Invalid,
+        _ => Kind::Other,
     }
 }

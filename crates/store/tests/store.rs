@@ -3,13 +3,16 @@
 //! `SWITCHBOARD_TEST_POSTGRES`, default `postgres://root@127.0.0.1:5432/test`).
 //!
 //! With `CI=true` an unreachable PostgreSQL fails the run; elsewhere those tests
-//! print that they were skipped.
+//! print that they were skipped. Last, how `connect` reports a database it
+//! cannot reach (transient) or a URL it cannot use (permanent); how each
+//! driver error is classified is tested in `src/error.rs`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use switchboard_core::{
-    DocumentId, DocumentLog, NewMessage, NewNotification, RecoverySession, Store, Window,
+    DocumentId, DocumentLog, NewMessage, NewNotification, RecoverySession, Store, StoreError,
+    Window,
 };
 
 fn new_message(workspace: &str, content: &str) -> NewMessage {
@@ -426,4 +429,30 @@ async fn a_stale_compaction_changes_nothing(store: Arc<dyn Store>) {
         [&b"u2"[..]],
         "a refused compaction deletes nothing"
     );
+}
+
+/// Nothing listens on port 1: the database is unreachable, which may change.
+#[tokio::test]
+async fn an_unreachable_database_is_a_transient_error() {
+    let Err(e) = switchboard_store::connect("postgres://root@127.0.0.1:1/test").await else {
+        panic!("connected to a closed port");
+    };
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+    assert!(e.is_transient());
+    assert!(std::error::Error::source(&e).is_some());
+}
+
+/// A URL that names no engine, or that the engine rejects, will not get better.
+#[tokio::test]
+async fn a_bad_url_is_a_permanent_error() {
+    for url in [
+        "mysql://root@127.0.0.1/test",
+        "postgres://root@127.0.0.1:5432/test?sslmode=sometimes",
+        "sqlite:///nonexistent/switchboard/store.db",
+    ] {
+        let Err(e) = switchboard_store::connect(url).await else {
+            panic!("{url} connected");
+        };
+        assert!(!e.is_transient(), "{url}: {e:?}");
+    }
 }

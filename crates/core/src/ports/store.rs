@@ -1,0 +1,288 @@
+//! The Store ports: durable state, one small trait per concern —
+//! [`MessageStore`], [`MembershipStore`], [`RecoveryStore`],
+//! [`NotificationStore`], [`DocumentStore`] and [`StoreHealth`] — and
+//! [`Store`], every one of them at once, which is what the server holds
+//! (`Arc<dyn Store>`). Also the values they exchange and [`StoreError`].
+//!
+//! No SQL and no database driver here: adapters are in `switchboard-store`.
+//! Calling a port method on an `Arc<dyn Store>` needs that port's trait in
+//! scope.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::chat::{Message, NewMessage, Window};
+use crate::notify::{NewNotification, Notification};
+
+/// The boxed cause of a [`StoreError`] (the core does not know the driver's
+/// error types).
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store call failed, sorted by what the caller can do about it:
+/// [`StoreError::is_transient`] errors may go away if the same call is made
+/// again later; the others will not without a change (of data, schema or
+/// configuration).
+///
+/// The message includes the cause's own message (the server logs errors by
+/// their `Display`), and [`source`](std::error::Error::source) gives the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or cannot answer right now: connection
+    /// refused or lost, I/O error, pool timed out, server shutting down or out
+    /// of resources. Transient.
+    #[error("store unavailable: {source}")]
+    Unavailable {
+        /// The driver's error.
+        #[source]
+        source: Source,
+    },
+    /// A concurrent transaction got in the way: serialization failure,
+    /// deadlock, lock not available, SQLite busy. Transient: the same call
+    /// may succeed when made again.
+    #[error("store contention: {source}")]
+    Contention {
+        /// The driver's error.
+        #[source]
+        source: Source,
+    },
+    /// The database refused the change: a uniqueness, foreign key, not-null
+    /// or check constraint. Not transient.
+    #[error("store constraint violated: {source}")]
+    Constraint {
+        /// The driver's error.
+        #[source]
+        source: Source,
+    },
+    /// Bad input, bad data or bad configuration: an unsupported or malformed
+    /// database URL, a row that does not decode, a value that does not
+    /// encode, a result that breaks the adapter's expectations. Not transient.
+    #[error("store: invalid {reason}{}", Cause(.source))]
+    Invalid {
+        /// What is invalid.
+        reason: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Source>,
+    },
+    /// Any other failure (e.g. SQL the database rejects, a corrupt file).
+    /// Not transient.
+    #[error("store failed: {source}")]
+    Other {
+        /// The driver's error.
+        #[source]
+        source: Source,
+    },
+}
+
+impl StoreError {
+    /// A [`StoreError::Invalid`] error without an underlying error.
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// Whether the same call may succeed later without any change on this
+    /// side: [`StoreError::Unavailable`] and [`StoreError::Contention`].
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Contention { .. })
+    }
+}
+
+/// `: <cause>` when there is a cause.
+struct Cause<'a>(&'a Option<Source>);
+
+impl fmt::Display for Cause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(source) => write!(f, ": {source}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Chat messages: ids, history windows and replay.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Stores messages in order, in one transaction, and returns them with their ids.
+    async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<Message>, StoreError>;
+
+    /// Messages of a workspace within a window, oldest first.
+    async fn messages(&self, workspace: &str, window: Window) -> Result<Vec<Message>, StoreError>;
+
+    /// The highest message id stored so far (0 when there is none).
+    async fn max_message_id(&self) -> Result<i64, StoreError>;
+
+    /// Messages of any of `workspaces` with an id above `after`, oldest first, at most `limit`.
+    async fn messages_since(
+        &self,
+        workspaces: &[String],
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError>;
+}
+
+/// Who belongs to which workspace.
+#[async_trait]
+pub trait MembershipStore: Send + Sync {
+    /// Whether `user` is a member of `workspace`.
+    async fn is_member(&self, user: &str, workspace: &str) -> Result<bool, StoreError>;
+    /// Makes `user` a member of `workspace` (nothing if it is one already).
+    async fn add_member(&self, user: &str, workspace: &str) -> Result<(), StoreError>;
+    /// Removes `user` from `workspace` (nothing if it is not a member).
+    async fn remove_member(&self, user: &str, workspace: &str) -> Result<(), StoreError>;
+}
+
+/// What a disconnected socket left behind for connection-state recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoverySession {
+    /// Whose socket it was.
+    pub user_id: String,
+    /// The workspaces it had joined.
+    pub workspaces: Vec<String>,
+    /// Milliseconds since the epoch after which the session can no longer be recovered.
+    pub expires_at: i64,
+}
+
+/// Sessions kept for connection-state recovery, by Socket.IO private id.
+#[async_trait]
+pub trait RecoveryStore: Send + Sync {
+    /// Saves (or replaces) the session of `pid`, dropping expired ones on the way.
+    async fn save_recovery(&self, pid: &str, session: &RecoverySession) -> Result<(), StoreError>;
+    /// Removes and returns a recovery session, if it exists and has not expired at `now`.
+    async fn take_recovery(
+        &self,
+        pid: &str,
+        now: i64,
+    ) -> Result<Option<RecoverySession>, StoreError>;
+}
+
+/// Users' notifications and their read state.
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// Stores a notification, unread, and returns it with its id.
+    async fn insert_notification(
+        &self,
+        notification: &NewNotification,
+    ) -> Result<Notification, StoreError>;
+    /// A user's notifications with an id above `after`, oldest first, at most `limit`.
+    async fn notifications_after(
+        &self,
+        user: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError>;
+    /// A user's notifications, newest first: only unread ones if asked, only ids below `before` if given.
+    async fn notifications(
+        &self,
+        user: &str,
+        unread_only: bool,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError>;
+    /// Marks one of the user's notifications read; false if the user has no such notification.
+    async fn mark_read(&self, user: &str, id: i64) -> Result<bool, StoreError>;
+    /// Marks all of the user's notifications read.
+    async fn mark_all_read(&self, user: &str) -> Result<(), StoreError>;
+}
+
+/// A collaborative document: a name within a workspace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DocumentId {
+    /// The workspace it belongs to.
+    pub workspace: String,
+    /// Its name within the workspace.
+    pub name: String,
+}
+
+/// A document as stored: an optional snapshot plus the updates logged since.
+/// Applying the snapshot and then every update, in any order, gives the
+/// document (Yjs updates commute).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DocumentLog {
+    /// The last compaction's result, if there was one.
+    pub snapshot: Option<Bytes>,
+    /// Bumped by every compaction; 0 before the first.
+    pub version: i64,
+    /// `(id, update)`, oldest first.
+    pub updates: Vec<(i64, Bytes)>,
+}
+
+/// Collaborative documents: an append-only log of updates, compacted now and
+/// then into a snapshot.
+#[async_trait]
+pub trait DocumentStore: Send + Sync {
+    /// Appends updates to a document's log, in order, in one transaction.
+    async fn append_document_updates(
+        &self,
+        document: &DocumentId,
+        updates: &[Bytes],
+    ) -> Result<(), StoreError>;
+    /// A document's last snapshot and the updates logged since, oldest first.
+    async fn document_log(&self, document: &DocumentId) -> Result<DocumentLog, StoreError>;
+    /// Replaces a document's snapshot with `snapshot` and deletes the logged
+    /// updates `replaced` (which the snapshot includes), in one transaction, if
+    /// the snapshot is still at `log_version`. False when another writer
+    /// compacted first, in which case nothing changed.
+    async fn compact_document(
+        &self,
+        document: &DocumentId,
+        log_version: i64,
+        snapshot: &[u8],
+        replaced: &[i64],
+    ) -> Result<bool, StoreError>;
+}
+
+/// Whether the store is up, for readiness checks.
+#[async_trait]
+pub trait StoreHealth: Send + Sync {
+    /// Reachable and answering.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Durable state: every store port at once. Implemented for any type that
+/// implements them all; what the server holds as `Arc<dyn Store>`.
+pub trait Store:
+    MessageStore
+    + MembershipStore
+    + RecoveryStore
+    + NotificationStore
+    + DocumentStore
+    + StoreHealth
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: MessageStore
+        + MembershipStore
+        + RecoveryStore
+        + NotificationStore
+        + DocumentStore
+        + StoreHealth
+        + 'static
+{
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unavailability_and_contention_are_transient() {
+        let io = || Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let unavailable = StoreError::Unavailable { source: io() };
+        assert!(unavailable.is_transient());
+        assert!(std::error::Error::source(&unavailable).is_some());
+        assert!(unavailable.to_string().starts_with("store unavailable: "));
+        assert!(StoreError::Contention { source: io() }.is_transient());
+        assert!(!StoreError::Constraint { source: io() }.is_transient());
+        assert!(!StoreError::Other { source: io() }.is_transient());
+        let invalid = StoreError::invalid("database URL \"x\"");
+        assert!(!invalid.is_transient());
+        assert_eq!(invalid.to_string(), "store: invalid database URL \"x\"");
+    }
+}
