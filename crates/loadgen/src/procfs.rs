@@ -2,6 +2,9 @@
 //! stime) of the measured servers (optionally of a whole process tree, for
 //! PostgreSQL's postmaster and backends), resident memory, whole-machine busy
 //! and steal time, and the open-file limit.
+// libc's sysconf, getrlimit and setrlimit have no safe wrapper in std; each
+// call has its SAFETY comment.
+#![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::fs;
