@@ -28,6 +28,7 @@
 //! nothing of Socket.IO; `packet.rs` is the Socket.IO codec; `client.rs` turns
 //! one connection's packets into calls on the namespace [`Handler`]s;
 //! `socket.rs` and `namespace.rs` are what handlers use to answer and broadcast.
+//! [`Utf8Bytes`] is the text type of every message and frame.
 //!
 //! Why this is not socketioxide: see the project's `protocol/WHY.md` notes —
 //! event handlers must be in place before a CONNECT is answered, recovery hooks
@@ -41,6 +42,7 @@ mod namespace;
 pub mod packet;
 mod socket;
 mod timer;
+mod utf8;
 
 pub use client::Client;
 pub use engine::{CloseReason, Engine, EngineConfig, Sid, Transport};
@@ -52,4 +54,4 @@ pub use io::{IoConfig, IoHandler, SocketIo, SocketIoBuilder};
 pub use namespace::{encode_event_frame, Broadcast, Namespace, Room};
 pub use packet::Args;
 pub use socket::{AckError, EmitError, Socket};
-pub use tokio_tungstenite::tungstenite::Utf8Bytes;
+pub use utf8::Utf8Bytes;

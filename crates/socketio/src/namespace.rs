@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::Utf8Bytes;
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::engine::{Frame, SendError, Sid};
 use crate::handler::Handler;

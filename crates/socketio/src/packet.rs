@@ -6,9 +6,9 @@
 //! frames is the connection's job (`client.rs`), not this module's.
 //! Pure functions, fuzzed on their own (`fuzz/`).
 
+use crate::Utf8Bytes;
 use serde::Serialize;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Binary attachments a packet may announce. More is refused as invalid.
 pub const MAX_ATTACHMENTS: usize = 64;

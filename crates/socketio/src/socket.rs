@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::Utf8Bytes;
 use bytes::Bytes;
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::client::Client;
 use crate::engine::{CloseReason, Frame, SendError, Session, Sid, Transport};

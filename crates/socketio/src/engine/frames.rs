@@ -30,7 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::packet::{Frame, Str};
+use super::packet::{Frame, Utf8Bytes};
 
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
@@ -54,7 +54,7 @@ pub(crate) mod close_code {
 /// A complete message or control frame from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
-    Text(Str),
+    Text(Utf8Bytes),
     Binary(Bytes),
     Ping(Bytes),
     Pong,
@@ -292,7 +292,7 @@ fn continuation(
 fn complete(opcode: u8, data: Vec<u8>) -> Result<Incoming, WsError> {
     let data = Bytes::from(data);
     if opcode == OP_TEXT {
-        Str::from_utf8(data)
+        Utf8Bytes::from_utf8(data)
             .map(Incoming::Text)
             .map_err(|_| WsError::InvalidUtf8)
     } else {
@@ -454,7 +454,7 @@ mod tests {
     }
 
     fn text(s: &str) -> Incoming {
-        Incoming::Text(Str::from_utf8(Bytes::copy_from_slice(s.as_bytes())).unwrap())
+        Incoming::Text(Utf8Bytes::from_utf8(Bytes::copy_from_slice(s.as_bytes())).unwrap())
     }
 
     #[test]

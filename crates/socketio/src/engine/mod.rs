@@ -30,7 +30,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tokio::time::Instant;
 
-pub use packet::{Frame, Message, Str};
+pub use packet::{Frame, Message, Str, Utf8Bytes};
 pub use session::{CloseReason, SendError, Session, SessionState, Sid, Transport};
 
 use crate::timer::{lock, FifoTimer};

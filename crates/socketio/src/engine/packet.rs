@@ -4,56 +4,20 @@
 //! Pure functions over bytes and strings, with no I/O, so they can be fuzzed on
 //! their own (`fuzz/`). Sessions, timers and transports live elsewhere.
 
+pub use crate::utf8::Utf8Bytes;
 use base64::Engine as _;
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// The record separator between packets of one HTTP long-polling payload.
 pub const SEPARATOR: u8 = 0x1e;
 
-/// A text payload: bytes that are known to be valid UTF-8, cheap to slice and clone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Str(Bytes);
-
-impl Str {
-    /// Validates `bytes` as UTF-8.
-    pub fn from_utf8(bytes: Bytes) -> Result<Self, DecodeError> {
-        std::str::from_utf8(&bytes).map_err(|_| DecodeError::InvalidUtf8)?;
-        Ok(Self(bytes))
-    }
-
-    pub fn as_str(&self) -> &str {
-        // SAFETY-free: the invariant is checked in every constructor, so this cannot fail;
-        // a failure would be a bug in this module, reported as an empty string.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-
-    /// The text after the first `n` bytes (`n` must sit on a character boundary).
-    fn tail(&self, n: usize) -> Self {
-        Self(self.0.slice(n..))
-    }
-
-    pub fn into_bytes(self) -> Bytes {
-        self.0
-    }
-}
-
-impl From<Utf8Bytes> for Str {
-    fn from(value: Utf8Bytes) -> Self {
-        Self(Bytes::from(value))
-    }
-}
-
-impl From<&'static str> for Str {
-    fn from(value: &'static str) -> Self {
-        Self(Bytes::from_static(value.as_bytes()))
-    }
-}
+/// The former name of [`Utf8Bytes`] here, kept for the fuzz targets.
+pub type Str = Utf8Bytes;
 
 /// An application message carried by Engine.IO (packet type `4`, or a binary frame).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    Text(Str),
+    Text(Utf8Bytes),
     Binary(Bytes),
 }
 
@@ -62,8 +26,8 @@ pub enum Message {
 pub enum Packet {
     Close,
     /// `2`, with the optional payload (`probe` during an upgrade).
-    Ping(Str),
-    Pong(Str),
+    Ping(Utf8Bytes),
+    Pong(Utf8Bytes),
     Message(Message),
     Upgrade,
     Noop,
@@ -82,9 +46,10 @@ pub enum DecodeError {
 }
 
 /// Decodes one text packet (a WebSocket text frame, or one item of a polling payload).
-pub fn decode_text(text: Str) -> Result<Packet, DecodeError> {
-    let kind = *text.as_str().as_bytes().first().ok_or(DecodeError::Empty)?;
-    let rest = text.tail(1);
+pub fn decode_text(text: Utf8Bytes) -> Result<Packet, DecodeError> {
+    let kind = *text.as_bytes().first().ok_or(DecodeError::Empty)?;
+    // Every packet type is one ASCII digit, so the rest starts on a boundary.
+    let rest = text.tail(1).unwrap_or_default();
     Ok(match kind {
         b'1' => Packet::Close,
         b'2' => Packet::Ping(rest),
@@ -120,7 +85,7 @@ fn decode_payload_item(item: Bytes) -> Result<Packet, DecodeError> {
             .decode(&item[1..])
             .map(|data| Packet::Message(Message::Binary(Bytes::from(data))))
             .map_err(|_| DecodeError::InvalidBase64),
-        Some(_) => decode_text(Str::from_utf8(item)?),
+        Some(_) => decode_text(Utf8Bytes::from_utf8(item).map_err(|_| DecodeError::InvalidUtf8)?),
     }
 }
 
@@ -185,8 +150,8 @@ pub fn encode_payload<'a>(frames: impl IntoIterator<Item = &'a Frame> + Clone) -
 mod tests {
     use super::*;
 
-    fn text(s: &'static str) -> Str {
-        Str::from(s)
+    fn text(s: &'static str) -> Utf8Bytes {
+        Utf8Bytes::from(s)
     }
 
     #[test]
