@@ -28,7 +28,9 @@
 //! nothing of Socket.IO; `packet.rs` is the Socket.IO codec; `client.rs` turns
 //! one connection's packets into calls on the namespace [`Handler`]s;
 //! `socket.rs` and `namespace.rs` are what handlers use to answer and broadcast.
-//! [`Utf8Bytes`] is the text type of every message and frame.
+//! [`ws`] offers the WebSocket framing of the Engine.IO transport to any
+//! application (Switchboard's collaborative editing uses it); [`Utf8Bytes`]
+//! is the text type of every message and frame.
 //!
 //! Why this is not socketioxide: see the project's `protocol/WHY.md` notes —
 //! event handlers must be in place before a CONNECT is answered, recovery hooks
@@ -43,6 +45,7 @@ pub mod packet;
 mod socket;
 mod timer;
 mod utf8;
+pub mod ws;
 
 pub use client::Client;
 pub use engine::{CloseReason, Engine, EngineConfig, Sid, Transport};

@@ -14,7 +14,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use switchboard_core::chat::check_id;
 use switchboard_core::{DocumentId, Error, ErrorCode};
-use switchboard_socketio::engine::{switching_protocols, websocket_key};
+use switchboard_socketio::ws::{switching_protocols, websocket_key};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 

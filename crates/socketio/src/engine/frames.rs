@@ -1,4 +1,5 @@
-//! RFC 6455 framing, server side, for the Engine.IO WebSocket transport: the
+//! RFC 6455 framing, server side, for the Engine.IO WebSocket transport and
+//! for applications (through the crate's `ws` module): the
 //! frame parser and message assembly ([`Reader`], pure, fuzzed), the frame
 //! encoder, and [`WsConn`], which reads messages from and writes frames to one
 //! upgraded connection. The HTTP upgrade itself and the session loop live in
@@ -42,8 +43,8 @@ const OP_PONG: u8 = 0xA;
 /// Bytes read per `read` call, into a buffer on the stack.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Close codes (RFC 6455, section 7.4.1).
-pub(crate) mod close_code {
+/// Close codes (RFC 6455, section 7.4.1) that the framing itself uses.
+pub mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const PROTOCOL: u16 = 1002;
     pub const INVALID_DATA: u16 = 1007;
@@ -395,16 +396,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
     }
 
     pub async fn send_pong(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.send_control(OP_PONG, payload).await
+    }
+
+    pub async fn send_ping(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.send_control(OP_PING, payload).await
+    }
+
+    /// A control frame; the payload is cut to the 125 bytes one may carry.
+    async fn send_control(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let payload = &payload[..payload.len().min(125)];
         let mut out = Vec::with_capacity(payload.len() + 2);
-        encode_frame(&mut out, OP_PONG, payload);
+        encode_frame(&mut out, opcode, payload);
         self.io.write_all(&out).await
+    }
+
+    /// Sends a close frame and nothing else.
+    pub async fn send_close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+        self.io.write_all(&close_frame(code, reason)).await
+    }
+
+    /// The connection itself, for what follows the close handshake.
+    pub fn io_mut(&mut self) -> &mut S {
+        &mut self.io
     }
 
     /// Sends a close frame, then waits up to `linger` for the client's close or EOF.
     pub async fn close(&mut self, code: u16, reason: &str, linger: Duration) {
-        let frame = close_frame(code, reason);
         let handshake = async {
-            if self.io.write_all(&frame).await.is_err() {
+            if self.send_close(code, reason).await.is_err() {
                 return;
             }
             while let Some(Ok(message)) = self.next().await {
@@ -425,25 +445,26 @@ fn frame_len(frame: &Frame) -> usize {
     }
 }
 
+/// A client frame (for tests): the server encoding, masked with a fixed key.
+#[cfg(test)]
+pub(crate) fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut masked = payload.to_vec();
+    unmask(&mut masked, mask);
+    let mut out = Vec::new();
+    encode_frame(&mut out, opcode, &masked);
+    let header = out.len() - masked.len();
+    if !fin {
+        out[0] &= 0x7f;
+    }
+    out[1] |= 0x80;
+    out.splice(header..header, mask);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A client frame: the server encoding, masked with a fixed key.
-    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut masked = payload.to_vec();
-        unmask(&mut masked, mask);
-        let mut out = Vec::new();
-        encode_frame(&mut out, opcode, &masked);
-        let header = out.len() - masked.len();
-        if !fin {
-            out[0] &= 0x7f;
-        }
-        out[1] |= 0x80;
-        out.splice(header..header, mask);
-        out
-    }
 
     /// Client frames back to back, as one read may bring them.
     fn client_stream(frames: &[(bool, u8, &[u8])]) -> Vec<u8> {

@@ -15,8 +15,6 @@ mod polling;
 pub mod session;
 mod websocket;
 
-pub use websocket::{switching_protocols, websocket_key};
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;

@@ -4,23 +4,23 @@
 //! One task per WebSocket connection. It writes everything queued for the session
 //! in one `write`, then waits for either a frame from the client or more frames to
 //! send. Heartbeats come from the engine's shared timers, not from this task.
-//! The framing itself is in `frames.rs`.
+//! The framing itself is in `frames.rs`; the handshake checks and the `101`
+//! answer are the crate's `ws` module's, shared with applications.
 
 use std::sync::Arc;
 
-use http::{header, HeaderMap, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::Request;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::frames::{close_code, Incoming, ReadError, Reader, WsConn};
 use super::packet::{decode_text, Message, Packet};
 use super::session::{CloseReason, Transport, Upgrade};
 use super::{error_response, EngineHandler, EngineInner, EngineResponse, SessionRef};
 use crate::timer::lock;
+use crate::ws::{switching_protocols, websocket_key};
 
 /// Checks the upgrade request and answers 101, or 400 before any upgrade.
 pub(super) fn accept<H: EngineHandler, B>(
@@ -74,43 +74,6 @@ pub(super) fn refuse<B>(mut req: Request<B>) -> EngineResponse {
         }
     });
     switching_protocols(&key)
-}
-
-/// The 101 answer to a WebSocket upgrade request with this `Sec-WebSocket-Key`.
-pub fn switching_protocols(key: &str) -> EngineResponse {
-    let mut res = Response::new(Full::default());
-    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = res.headers_mut();
-    headers.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("Upgrade"),
-    );
-    headers.insert(
-        header::UPGRADE,
-        header::HeaderValue::from_static("websocket"),
-    );
-    if let Ok(accept) = header::HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    res
-}
-
-/// The `Sec-WebSocket-Key` of a valid WebSocket upgrade request.
-pub fn websocket_key(headers: &HeaderMap) -> Option<String> {
-    let has = |name: header::HeaderName, value: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(value)))
-        })
-    };
-    if !has(header::UPGRADE, "websocket") || !has(header::SEC_WEBSOCKET_VERSION, "13") {
-        return None;
-    }
-    headers
-        .get(header::SEC_WEBSOCKET_KEY)?
-        .to_str()
-        .ok()
-        .map(str::to_owned)
 }
 
 /// Claims a polling session for an upgrade; a second WebSocket for it is refused.
