@@ -46,8 +46,12 @@ pub enum Outgoing {
 /// WebSocket close codes of the collaborative-editing endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseCode {
+    /// 1000: the answer to the client's own close.
+    Normal,
     /// 1001: the server is shutting down; reconnect (to another node).
     GoingAway,
+    /// 1002: the client broke the WebSocket protocol.
+    ProtocolError,
     /// 1003: a text message; the protocol is binary.
     Unsupported,
     /// 1007: a malformed message.
@@ -65,7 +69,9 @@ pub enum CloseCode {
 impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
+            CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
             CloseCode::Unsupported => 1003,
             CloseCode::Malformed => 1007,
             CloseCode::DocumentTooLarge => 1008,

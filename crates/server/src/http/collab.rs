@@ -3,20 +3,17 @@
 //! refused client gets an HTTP status and no WebSocket: 401 without a valid
 //! token, 400 for a bad document name, 403 without access to the workspace,
 //! 429 when the document has as many clients as it may on this node.
-//! What happens on the WebSocket is `crate::collab`'s.
+//! What happens on the WebSocket is `crate::collab`'s; the WebSocket itself
+//! is the socketio crate's (`switchboard_socketio::ws`).
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use switchboard_core::chat::check_id;
 use switchboard_core::{DocumentId, Error, ErrorCode};
-use switchboard_socketio::ws::{switching_protocols, websocket_key};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
+use switchboard_socketio::ws::{websocket_key, Upgrade};
 
 use super::{ApiError, StreamAuth};
 use crate::app::App;
@@ -36,8 +33,9 @@ pub async fn upgrade(
     if !app.may_access(&user, &workspace).await? {
         return Err(Error::new(ErrorCode::Forbidden, "no access to this workspace").into());
     }
-    let key = websocket_key(request.headers())
-        .ok_or_else(|| Error::invalid("expected a WebSocket upgrade"))?;
+    if websocket_key(request.headers()).is_none() {
+        return Err(Error::invalid("expected a WebSocket upgrade").into());
+    }
     let document = DocumentId { workspace, name };
     let limits = app.collab.limits().clone();
     if app.collab.clients(&document) >= limits.max_clients {
@@ -45,30 +43,18 @@ pub async fn upgrade(
             Error::new(ErrorCode::RateLimited, "this document has too many clients").into(),
         );
     }
-    let on_upgrade = request
-        .extensions_mut()
-        .remove::<OnUpgrade>()
+    let upgrade = Upgrade::from_request(&mut request)
         .ok_or_else(|| Error::invalid("expected a WebSocket upgrade"))?;
+    let response = upgrade.response();
     let collab = app.collab.clone();
+    let max_message = limits.max_update_bytes + FRAMING_BYTES;
     tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => {
-                tracing::debug!(error = %e, "collab upgrade failed");
-                return;
-            }
-        };
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(4096)
-            .max_message_size(Some(limits.max_update_bytes + FRAMING_BYTES))
-            .max_frame_size(Some(limits.max_update_bytes + FRAMING_BYTES));
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
-        collab::serve(collab, document, ws).await;
+        match upgrade.accept(max_message).await {
+            Ok(ws) => collab::serve(collab, document, ws).await,
+            Err(e) => tracing::debug!(error = %e, "collab upgrade failed"),
+        }
     });
-    Ok(switching_protocols(&key).map(Body::new).into_response())
+    Ok(response.map(Body::new).into_response())
 }
 
 /// `/collab/{workspaceId}` or `/collab/{workspaceId}/`: a document name is required.
