@@ -20,6 +20,8 @@
 
 mod connection;
 mod room;
+#[cfg(test)]
+mod in_process_tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
