@@ -63,13 +63,25 @@ fn random_text() -> String {
 
 pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App>, SocketIo)> {
     if dev {
-        settings.jwt_secret.get_or_insert_with(random_text);
-        settings.api_key.get_or_insert_with(random_text);
+        // Unset (or empty) ones are made up; set ones are taken as they are.
+        for secret in [&mut settings.jwt_secret, &mut settings.api_key] {
+            if secret.as_deref().is_none_or(str::is_empty) {
+                *secret = Some(random_text());
+            }
+        }
     }
-    let secret = settings
-        .jwt_secret
-        .clone()
-        .context("no JWT secret: set SWITCHBOARD_JWT_SECRET (or run `switchboard serve --dev`)")?;
+    let secrets = settings
+        .check_jwt_secret()
+        .map(str::to_owned)
+        .and_then(|secret| settings.check_api_keys().map(|()| secret));
+    let secret = match secrets {
+        Ok(secret) => secret,
+        Err(e) if dev => {
+            tracing::warn!("{e}: accepted with --dev only");
+            settings.jwt_secret.clone().unwrap_or_default()
+        }
+        Err(e) => anyhow::bail!("{e}; refusing to start"),
+    };
     let public_key = match &settings.jwt_public_key_file {
         Some(path) => {
             Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)

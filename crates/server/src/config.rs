@@ -3,8 +3,9 @@
 //! declared once, in the `settings!` list below (help text, file key and flag,
 //! type, default, environment variable); [`Settings`] is what the server runs
 //! with, and `check` its validation. The macro is in `config/macros.rs`, the
-//! value types (durations, lists) in `config/values.rs`. Secrets are not
-//! checked here: requiring a JWT secret is the server's (`app.rs`).
+//! value types (durations, lists) in `config/values.rs`. Secrets are checked
+//! apart, by [`Settings::check_jwt_secret`] and [`Settings::check_api_keys`]:
+//! `serve --dev` makes up the missing ones first (`app.rs`).
 
 #[macro_use]
 mod macros;
@@ -36,11 +37,12 @@ settings! {
     pub struct Layer => Settings {
         /// Address to listen on (host:port). Default 127.0.0.1:3000.
         bind: String = "127.0.0.1:3000", env "SWITCHBOARD_BIND";
-        /// HS256 secret of user tokens.
+        /// HS256 secret of user tokens, at least 16 bytes.
         jwt_secret: String, env "SWITCHBOARD_JWT_SECRET", hide_env_values = true;
         /// PEM file of an RS256 public key; tokens signed with its private key are accepted too.
         jwt_public_key_file: PathBuf, env "SWITCHBOARD_JWT_PUBLIC_KEY_FILE";
-        /// Key of server-to-server calls (`Authorization: Bearer <key>`).
+        /// Key of server-to-server calls (`Authorization: Bearer <key>`), at least 16
+        /// bytes; several separated by commas (any one is accepted) to rotate keys.
         api_key: String, env "SWITCHBOARD_API_KEY", hide_env_values = true;
         /// `sqlite://path` (default sqlite://switchboard.db) or `postgres://...`.
         database_url: String = "sqlite://switchboard.db", env "SWITCHBOARD_DATABASE_URL";
@@ -95,6 +97,9 @@ settings! {
         /// at once. Default 2000.
         ws_write_coalesce_us -> ws_write_coalesce: Micros = 2000,
             env "SWITCHBOARD_WS_WRITE_COALESCE_US";
+        /// Log lines: `text` (default; colours only on a terminal) or `json` (one
+        /// object per line).
+        log_format: String = "text", env "SWITCHBOARD_LOG_FORMAT";
     }
     collab: CollabLimits {
         /// Largest collaborative-editing update (one WebSocket message), in bytes. Default 1048576.
@@ -143,6 +148,7 @@ pub struct Settings {
     pub max_connections_per_user: usize,
     pub typing_timeout: Duration,
     pub typing_events_per_second: u32,
+    pub log_format: String,
     pub collab: CollabLimits,
 }
 
@@ -158,6 +164,9 @@ pub struct CollabLimits {
 
 const DEFAULT_CONFIG_FILE: &str = "switchboard.toml";
 
+/// The shortest JWT secret or API key accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 16;
+
 impl Settings {
     /// Merges flags/environment (already in `args`) over the file over the defaults.
     pub fn load(args: &SettingArgs) -> anyhow::Result<Self> {
@@ -167,7 +176,55 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The API keys a server-to-server call may carry: `api_key` split at
+    /// commas, trimmed; an empty one is never among them.
+    pub fn api_keys(&self) -> impl Iterator<Item = &str> {
+        self.api_key
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+    }
+
+    /// The JWT secret, if it is set and at least [`MIN_SECRET_BYTES`] long;
+    /// else a one-line reason naming the setting.
+    pub fn check_jwt_secret(&self) -> anyhow::Result<&str> {
+        match self.jwt_secret.as_deref() {
+            None => bail!("SWITCHBOARD_JWT_SECRET is not set (--jwt-secret, jwt_secret in switchboard.toml; at least {MIN_SECRET_BYTES} bytes)"),
+            Some(secret) if secret.len() < MIN_SECRET_BYTES => bail!(
+                "SWITCHBOARD_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (it has {})",
+                secret.len()
+            ),
+            Some(secret) => Ok(secret),
+        }
+    }
+
+    /// Unset is fine (the server-to-server calls are then all refused); set,
+    /// every comma-separated key must have at least [`MIN_SECRET_BYTES`].
+    pub fn check_api_keys(&self) -> anyhow::Result<()> {
+        let Some(keys) = self.api_key.as_deref() else {
+            return Ok(());
+        };
+        for (i, key) in keys.split(',').map(str::trim).enumerate() {
+            if key.len() < MIN_SECRET_BYTES {
+                bail!(
+                    "SWITCHBOARD_API_KEY must be at least {MIN_SECRET_BYTES} bytes, each key of a comma-separated list too (key {} has {})",
+                    i + 1,
+                    key.len()
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn check(&self) -> anyhow::Result<()> {
+        if self.log_format != "text" && self.log_format != "json" {
+            bail!(
+                "unsupported log_format {:?}: use `text` or `json`",
+                self.log_format
+            );
+        }
         if self.presence_ttl.as_millis() < 300
             || self.typing_timeout.is_zero()
             || self.typing_events_per_second == 0

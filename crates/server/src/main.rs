@@ -61,14 +61,10 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     match Cli::parse().command {
         Command::Serve { settings, dev } => {
             let settings = Settings::load(&settings)?;
+            init_logs(&settings);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
@@ -82,9 +78,10 @@ fn main() -> anyhow::Result<()> {
             ttl,
         } => {
             let settings = Settings::load(&settings)?;
-            let secret = settings
-                .jwt_secret
-                .context("no JWT secret: set SWITCHBOARD_JWT_SECRET, --jwt-secret or jwt_secret in switchboard.toml")?;
+            let secret = match settings.check_jwt_secret() {
+                Ok(secret) => secret,
+                Err(e) => bail!("{e}; refusing to sign a token"),
+            };
             let auth = Authenticator::new(secret.as_bytes(), None)?;
             let ttl = parse_duration(&ttl)?;
             println!(
@@ -93,6 +90,20 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// Log lines to stdout, filtered by `RUST_LOG` (default `info`): text, with
+/// colours only when stdout is a terminal, or one JSON object per line.
+fn init_logs(settings: &Settings) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if settings.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::stdout().is_terminal()).init();
     }
 }
 

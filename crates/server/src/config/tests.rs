@@ -70,6 +70,7 @@ fn defaults_apply_when_nothing_is_set() {
     assert_eq!(s.collab.max_clients, 256);
     assert_eq!(s.collab.unload_after, Duration::from_secs(30));
     assert_eq!(s.collab.compact_updates, 500);
+    assert_eq!(s.log_format, "text");
 }
 
 /// Marks the child run of [`environment_overrides_the_file_and_flags_override_both`].
@@ -189,6 +190,70 @@ fn bad_values_are_refused_with_a_message() {
             .to_string()
             .starts_with("unsupported broker \"nats://x\""),
         "{broker}"
+    );
+}
+
+#[test]
+fn log_format_is_text_or_json() {
+    assert_eq!(
+        load_file("json", "log_format = \"json\"\n")
+            .unwrap()
+            .log_format,
+        "json"
+    );
+    let bad = load_file("logfmt", "log_format = \"xml\"\n").unwrap_err();
+    assert_eq!(
+        bad.to_string(),
+        "unsupported log_format \"xml\": use `text` or `json`"
+    );
+}
+
+#[test]
+fn secrets_shorter_than_16_bytes_or_empty_are_refused() {
+    let with = |secret: Option<&str>, key: Option<&str>| {
+        let mut s = load_file("secrets", "").unwrap();
+        s.jwt_secret = secret.map(str::to_owned);
+        s.api_key = key.map(str::to_owned);
+        s
+    };
+    let good = "0123456789abcdef";
+    assert_eq!(with(Some(good), None).check_jwt_secret().unwrap(), good);
+    for bad in [None, Some(""), Some("0123456789abcde")] {
+        let e = with(bad, None).check_jwt_secret().unwrap_err().to_string();
+        assert!(e.starts_with("SWITCHBOARD_JWT_SECRET "), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+    with(Some(good), None).check_api_keys().unwrap();
+    with(Some(good), Some(good)).check_api_keys().unwrap();
+    with(Some(good), Some("0123456789abcdef, fedcba9876543210"))
+        .check_api_keys()
+        .unwrap();
+    for bad in [
+        "",
+        " ",
+        "short",
+        "0123456789abcdef,",
+        "0123456789abcdef,short",
+        ",0123456789abcdef",
+    ] {
+        let e = with(Some(good), Some(bad))
+            .check_api_keys()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("SWITCHBOARD_API_KEY "), "{bad:?}: {e}");
+    }
+}
+
+#[test]
+fn api_keys_are_the_comma_separated_non_empty_ones() {
+    let mut s = load_file("keys", "").unwrap();
+    assert_eq!(s.api_keys().count(), 0);
+    s.api_key = Some(String::new());
+    assert_eq!(s.api_keys().count(), 0, "an empty key is no key");
+    s.api_key = Some(" 0123456789abcdef ,, fedcba9876543210".into());
+    assert_eq!(
+        s.api_keys().collect::<Vec<_>>(),
+        ["0123456789abcdef", "fedcba9876543210"]
     );
 }
 

@@ -75,16 +75,20 @@ fn dev_routes(app: &App) -> Router<Arc<App>> {
     }
 }
 
+/// `*` lets any origin in without credentials (`Access-Control-Allow-Origin: *`);
+/// a list lets those origins in with credentials. A wildcard never goes with
+/// credentials.
 fn cors(settings: &Settings) -> CorsLayer {
     let origins = &settings.cors_origins;
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::mirror_request()
+    let any = origins.iter().any(|o| o == "*");
+    let allow = if any {
+        AllowOrigin::any()
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_credentials(true)
+        .allow_credentials(!any)
         .allow_methods([
             axum::http::Method::GET,
             axum::http::Method::POST,
@@ -178,17 +182,24 @@ impl FromRequestParts<Arc<App>> for StreamAuth {
     }
 }
 
-/// A server-to-server call carrying the API key.
+/// A server-to-server call carrying one of the API keys (several are
+/// configured while a key is rotated).
 pub struct ApiKeyAuth;
 
 impl FromRequestParts<Arc<App>> for ApiKeyAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let given = bearer(parts).unwrap_or("");
-        match app.settings.api_key.as_deref() {
-            Some(key) if constant_time_eq(key.as_bytes(), given.as_bytes()) => Ok(ApiKeyAuth),
-            _ => Err(Error::new(ErrorCode::Unauthorized, "invalid API key").into()),
+        let given = bearer(parts).unwrap_or("").as_bytes();
+        // Every key is compared, whichever matches: the time taken does not
+        // tell which one did. An empty key or an empty bearer never matches.
+        let matched = app.settings.api_keys().fold(false, |matched, key| {
+            matched | (!key.is_empty() & constant_time_eq(key.as_bytes(), given))
+        });
+        if matched && !given.is_empty() {
+            Ok(ApiKeyAuth)
+        } else {
+            Err(Error::new(ErrorCode::Unauthorized, "invalid API key").into())
         }
     }
 }
