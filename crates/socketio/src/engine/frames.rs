@@ -45,35 +45,49 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Close codes (RFC 6455, section 7.4.1) that the framing itself uses.
 pub mod close_code {
+    /// The connection did what it was for.
     pub const NORMAL: u16 = 1000;
+    /// The peer broke the WebSocket protocol.
     pub const PROTOCOL: u16 = 1002;
+    /// A message that is not what its type says (a text message that is not UTF-8).
     pub const INVALID_DATA: u16 = 1007;
+    /// A message against the endpoint's policy.
     pub const POLICY: u16 = 1008;
+    /// A message larger than the limit.
     pub const TOO_BIG: u16 = 1009;
 }
 
 /// A complete message or control frame from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
+    /// A text message (fragments joined), checked to be UTF-8.
     Text(Utf8Bytes),
+    /// A binary message (fragments joined).
     Binary(Bytes),
+    /// A ping, with its payload for the pong that answers it.
     Ping(Bytes),
+    /// A pong.
     Pong,
+    /// The peer's close frame (its code and reason are not kept).
     Close,
 }
 
 /// The client broke the protocol; the connection closes with [`WsError::close_code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WsError {
+    /// Frames that RFC 6455 forbids (what was wrong, for logs).
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+    /// A message or frame larger than the limit.
     #[error("message larger than the limit")]
     TooBig,
+    /// A text message that is not UTF-8.
     #[error("invalid UTF-8 in a text message")]
     InvalidUtf8,
 }
 
 impl WsError {
+    /// The close code that tells the peer what it did wrong.
     pub fn close_code(self) -> u16 {
         match self {
             WsError::Protocol(_) => close_code::PROTOCOL,
@@ -86,8 +100,10 @@ impl WsError {
 /// Reading failed: the socket, or the client's frames.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The connection failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The peer broke the protocol or a limit.
     #[error(transparent)]
     Ws(#[from] WsError),
 }
@@ -176,6 +192,7 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// A reader refusing messages larger than `max_payload` bytes.
     pub fn new(max_payload: usize) -> Self {
         Self {
             max_payload,
@@ -344,6 +361,7 @@ pub struct WsConn<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
+    /// A connection whose handshake is done, read through `reader`.
     pub fn new(io: S, reader: Reader) -> Self {
         Self { io, reader }
     }
@@ -389,16 +407,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
         self.io.write_all(&out).await
     }
 
+    /// Writes one text message.
     pub async fn send_text(&mut self, text: &str) -> io::Result<()> {
         let mut out = Vec::with_capacity(text.len() + 10);
         encode_frame(&mut out, OP_TEXT, text.as_bytes());
         self.io.write_all(&out).await
     }
 
+    /// Answers a ping with its payload.
     pub async fn send_pong(&mut self, payload: &[u8]) -> io::Result<()> {
         self.send_control(OP_PONG, payload).await
     }
 
+    /// Sends a ping (payload cut to 125 bytes).
     pub async fn send_ping(&mut self, payload: &[u8]) -> io::Result<()> {
         self.send_control(OP_PING, payload).await
     }
