@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/switchboard-target}
 SB_BIN=${SB_BIN:-$TARGET_DIR/release/switchboard}
 LG_BIN=${LG_BIN:-$TARGET_DIR/release/switchboard-loadgen}
-SECRET=${SWITCHBOARD_JWT_SECRET:-smoke-secret-$$-$RANDOM}
-API_KEY=${SWITCHBOARD_API_KEY:-smoke-key-$$-$RANDOM}
+SECRET=${SWITCHBOARD_JWT_SECRET:-smoke-secret-$$-$RANDOM-0123456789}
+API_KEY=${SWITCHBOARD_API_KEY:-smoke-api-key-$$-$RANDOM-0123456789}
 
 if [ ! -x "$SB_BIN" ] || [ ! -x "$LG_BIN" ]; then
   CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p switchboard -p switchboard-loadgen

@@ -278,7 +278,8 @@ export const STORES = [
 
 /**
  * Runs `switchboard serve` from `SWITCHBOARD_BIN` on a free loopback port with a
- * JWT secret, an API key and a fresh SQLite database (unless `database` is given),
+ * JWT secret, an API key (random ones of 32 bytes or more unless given; the server
+ * refuses to start with one shorter than 16) and a fresh SQLite database (unless `database` is given),
  * in a fresh temporary working directory (unless `cwd` is given), and waits until
  * `GET /readyz` answers 200.
  *

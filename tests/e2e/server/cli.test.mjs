@@ -97,7 +97,7 @@ describe("switchboard token", () => {
   });
 
   test("repeats --workspace, defaults --ttl to 1h, and reads the secret from a flag", async () => {
-    const secret = "flag-secret";
+    const secret = "flag-secret-0123456789";
     const result = await run(["token", "--sub", "bob", "--workspace", "a", "--workspace", "b", "--jwt-secret", secret], { cwd: dir });
     assert.equal(result.code, 0, result.stderr);
     const claims = jwt.verify(result.stdout.trim(), secret, { algorithms: ["HS256"] });
@@ -140,7 +140,7 @@ describe("switchboard serve", () => {
     const db = createSqliteDatabase();
     try {
       const result = await run(["serve"], {
-        env: { SWITCHBOARD_BIND: `127.0.0.1:${port}`, SWITCHBOARD_API_KEY: "k", SWITCHBOARD_DATABASE_URL: db.url },
+        env: { SWITCHBOARD_BIND: `127.0.0.1:${port}`, SWITCHBOARD_API_KEY: "cli-api-key-0123456789", SWITCHBOARD_DATABASE_URL: db.url },
         cwd: dir,
         timeoutMs: 10_000,
       });
@@ -206,7 +206,7 @@ describe("switchboard serve", () => {
     try {
       writeFileSync(joinPath(bad, "switchboard.toml"), `max_mesage_chars = 10\n`);
       const result = await run(["serve"], {
-        env: { SWITCHBOARD_JWT_SECRET: "s", SWITCHBOARD_BIND: `127.0.0.1:${await freePort()}`, SWITCHBOARD_DATABASE_URL: db.url },
+        env: { SWITCHBOARD_JWT_SECRET: "cli-secret-0123456789", SWITCHBOARD_BIND: `127.0.0.1:${await freePort()}`, SWITCHBOARD_DATABASE_URL: db.url },
         cwd: bad,
         timeoutMs: 10_000,
       });
