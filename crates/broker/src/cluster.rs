@@ -58,7 +58,25 @@ pub enum ClusterError {
 
 impl From<ClusterError> for BrokerError {
     fn from(e: ClusterError) -> Self {
-        BrokerError(e.to_string())
+        let transient = match &e {
+            ClusterError::InvalidUrl { url, reason } => {
+                return BrokerError::InvalidUrl {
+                    url: url.clone(),
+                    reason: reason.clone(),
+                }
+            }
+            ClusterError::Redis { source, .. } => crate::redis_transient(source),
+            ClusterError::NoTopology { .. }
+            | ClusterError::SlotUncovered(_)
+            | ClusterError::NodeDown(_)
+            | ClusterError::TooManyRedirects(_) => true,
+            ClusterError::BadSlots { .. } | ClusterError::Protocol { .. } => false,
+        };
+        if transient {
+            BrokerError::unavailable("redis cluster", Some(Box::new(e)))
+        } else {
+            BrokerError::failed("redis cluster", Some(Box::new(e)))
+        }
     }
 }
 

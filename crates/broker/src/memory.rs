@@ -1,93 +1,52 @@
 //! The in-process broker: one node, no network. A publish on a subscribed
-//! channel is delivered at once, on the publisher's task.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! topic is delivered at once, on the publisher's task. It is never down, so
+//! it sends deliveries only.
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use switchboard_core::ports::DeliveryHandler;
-use switchboard_core::{Broker, BrokerError, Delivery};
+use switchboard_core::{Broker, BrokerError, BrokerEvent, BrokerHandler, Topic};
 
+use crate::subscriptions::Subscriptions;
+
+/// The embedded default broker, for a single node.
 pub struct MemoryBroker {
-    /// Channel → number of subscriptions.
-    channels: Mutex<HashMap<String, usize>>,
-    deliver: DeliveryHandler,
+    subscriptions: Subscriptions,
+    handler: BrokerHandler,
 }
 
 impl MemoryBroker {
-    pub fn new(deliver: DeliveryHandler) -> Self {
+    /// A broker that hands deliveries to `handler`.
+    pub fn new(handler: BrokerHandler) -> Self {
         Self {
-            channels: Mutex::new(HashMap::new()),
-            deliver,
+            subscriptions: Subscriptions::default(),
+            handler,
         }
-    }
-
-    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.channels.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Channels with at least one subscription (for tests and metrics).
-    pub fn subscription_count(&self) -> usize {
-        self.channels().len()
     }
 }
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BrokerError> {
-        if self.channels().contains_key(channel) {
-            (self.deliver)(Delivery {
-                channel: channel.to_owned(),
+    async fn publish(&self, topic: &Topic, payload: Bytes) -> Result<(), BrokerError> {
+        if self.subscriptions.contains(topic) {
+            (self.handler)(BrokerEvent::Delivery {
+                topic: topic.clone(),
                 payload,
             });
         }
         Ok(())
     }
 
-    async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        *self.channels().entry(channel.to_owned()).or_default() += 1;
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        self.subscriptions.add(topic);
         Ok(())
     }
 
-    async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        let mut channels = self.channels();
-        if let Some(count) = channels.get_mut(channel) {
-            *count -= 1;
-            if *count == 0 {
-                channels.remove(channel);
-            }
-        }
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        self.subscriptions.remove(topic);
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-
-    #[tokio::test]
-    async fn delivers_only_subscribed_channels_until_the_last_unsubscribe() {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = got.clone();
-        let broker = MemoryBroker::new(Arc::new(move |d: Delivery| {
-            sink.lock().unwrap().push(d.channel)
-        }));
-        broker.publish("a", Bytes::from_static(b"x")).await.unwrap();
-        broker.subscribe("a").await.unwrap();
-        broker.subscribe("a").await.unwrap();
-        broker.publish("a", Bytes::from_static(b"x")).await.unwrap();
-        broker.unsubscribe("a").await.unwrap();
-        broker.publish("a", Bytes::from_static(b"x")).await.unwrap();
-        broker.unsubscribe("a").await.unwrap();
-        broker.publish("a", Bytes::from_static(b"x")).await.unwrap();
-        broker.publish("b", Bytes::from_static(b"x")).await.unwrap();
-        assert_eq!(*got.lock().unwrap(), vec!["a", "a"]);
-        assert_eq!(broker.subscription_count(), 0);
     }
 }

@@ -9,6 +9,7 @@ use switchboard_core::{BrokerError, Presence, PresenceEntry};
 /// Connection → (entry, expires_at), for one workspace.
 type Entries = HashMap<String, (PresenceEntry, i64)>;
 
+/// Presence of a single node, kept in memory.
 #[derive(Default)]
 pub struct MemoryPresence {
     /// Workspace → its entries.
@@ -102,51 +103,5 @@ impl Presence for MemoryPresence {
         }
         workspaces.retain(|_, entries| !entries.is_empty());
         Ok(gone)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(connection: &str, user: &str) -> PresenceEntry {
-        PresenceEntry {
-            connection: connection.into(),
-            user_id: user.into(),
-            name: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn counts_a_user_once_across_connections() {
-        let p = MemoryPresence::default();
-        assert!(p.join("w", &entry("c1", "alice"), 100, 0).await.unwrap());
-        assert!(!p.join("w", &entry("c2", "alice"), 100, 0).await.unwrap());
-        assert!(p.join("w", &entry("c3", "bob"), 100, 0).await.unwrap());
-        assert_eq!(
-            p.users("w", 0).await.unwrap(),
-            vec![("alice".into(), None), ("bob".into(), None)]
-        );
-        assert_eq!(p.leave("w", "c1", 0).await.unwrap(), None);
-        assert_eq!(p.leave("w", "c2", 0).await.unwrap(), Some("alice".into()));
-        assert_eq!(p.leave("w", "c2", 0).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn expires_entries_that_are_not_refreshed() {
-        let p = MemoryPresence::default();
-        p.join("w", &entry("c1", "alice"), 100, 0).await.unwrap();
-        p.join("w", &entry("c2", "alice"), 200, 0).await.unwrap();
-        p.join("v", &entry("c3", "bob"), 100, 0).await.unwrap();
-        assert_eq!(
-            p.expire(150).await.unwrap(),
-            vec![("v".into(), "bob".into())]
-        );
-        assert_eq!(p.users("w", 150).await.unwrap().len(), 1);
-        assert_eq!(
-            p.expire(250).await.unwrap(),
-            vec![("w".into(), "alice".into())]
-        );
-        assert!(p.users("w", 250).await.unwrap().is_empty());
     }
 }

@@ -1,27 +1,32 @@
-//! Redis pub/sub: fan-out between nodes. A node subscribes to a channel while
-//! it has local listeners for it, so the traffic it receives follows its own
-//! rooms and users, not the whole deployment. A room broadcast is one PUBLISH.
+//! Redis pub/sub: fan-out between nodes. A node subscribes to a topic's
+//! channel while it has local listeners for it, so the traffic it receives
+//! follows its own rooms and users, not the whole deployment. A room
+//! broadcast is one PUBLISH.
 //!
 //! Publishing goes through redis' `ConnectionManager`, which reconnects by
-//! itself. The subscription connection is ours: when it drops, a task
-//! reconnects with bounded backoff and subscribes again to every channel that
-//! still has listeners. Messages published while it was down are not
-//! delivered; clients catch up from the store (`since`, `Last-Event-ID`).
+//! itself. The subscription connection is ours: when it drops, the node gets
+//! [`BrokerEvent::Down`], and a task reconnects with bounded backoff and
+//! subscribes again to every topic that still has listeners; then the node
+//! gets [`BrokerEvent::Up`] and [`BrokerEvent::Resubscribed`]. Messages
+//! published while it was down are not delivered; clients catch up from the
+//! store (`since`, `Last-Event-ID`).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
-use switchboard_core::ports::DeliveryHandler;
-use switchboard_core::{Broker, BrokerError, Delivery, RESUBSCRIBED_CHANNEL};
+use switchboard_core::{Broker, BrokerError, BrokerEvent, BrokerHandler, Topic};
+
+use crate::redis_error;
+use crate::subscriptions::Subscriptions;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Fan-out through one Redis (`redis://host:port[/db]`).
 pub struct RedisBroker {
     publisher: ConnectionManager,
     shared: Arc<Shared>,
@@ -31,27 +36,32 @@ pub struct RedisBroker {
 struct Shared {
     client: redis::Client,
     prefix: String,
-    deliver: DeliveryHandler,
-    /// Channel (without prefix) → local subscriptions.
-    channels: Mutex<HashMap<String, usize>>,
+    handler: BrokerHandler,
+    subscriptions: Subscriptions,
     /// The live subscription connection; held while (re)subscribing, so a
     /// subscribe never slips between a reconnect's snapshot and its sink.
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     connected: AtomicBool,
 }
 
-fn broker_error(e: redis::RedisError) -> BrokerError {
-    BrokerError(e.to_string())
+impl Shared {
+    fn channel(&self, topic: &Topic) -> String {
+        format!("{}{}", self.prefix, topic.channel())
+    }
 }
 
 impl RedisBroker {
-    /// Connects to `url`; every channel name gets `prefix` in Redis.
+    /// Connects to `url`; every channel name gets `prefix` in Redis. Returns
+    /// once the subscription connection is up.
     pub async fn connect(
         url: &str,
         prefix: &str,
-        deliver: DeliveryHandler,
+        handler: BrokerHandler,
     ) -> Result<Self, BrokerError> {
-        let client = redis::Client::open(url).map_err(broker_error)?;
+        let client = redis::Client::open(url).map_err(|e| BrokerError::InvalidUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
         // Short timeouts and one retry: while Redis is down a publish must fail
         // fast (the message is already stored) rather than hold up the node.
         let config = ConnectionManagerConfig::new()
@@ -61,12 +71,12 @@ impl RedisBroker {
             .set_response_timeout(Some(Duration::from_secs(1)));
         let publisher = ConnectionManager::new_with_config(client.clone(), config)
             .await
-            .map_err(broker_error)?;
+            .map_err(|e| redis_error("connecting to redis", e))?;
         let shared = Arc::new(Shared {
             client,
             prefix: prefix.to_owned(),
-            deliver,
-            channels: Mutex::new(HashMap::new()),
+            handler,
+            subscriptions: Subscriptions::default(),
             sink: tokio::sync::Mutex::new(None),
             connected: AtomicBool::new(false),
         });
@@ -96,17 +106,11 @@ impl RedisBroker {
         if self.shared.connected.load(Ordering::Acquire) {
             Ok(())
         } else {
-            Err(BrokerError(
-                "redis is unreachable (subscription connection down)".into(),
+            Err(BrokerError::unavailable(
+                "redis subscription connection down",
+                None,
             ))
         }
-    }
-
-    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.shared
-            .channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -119,22 +123,21 @@ impl Drop for RedisBroker {
 /// Keeps a subscription connection up and hands its messages to the node.
 async fn subscriber(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(50);
-    // Set while publishes may have been missed: from a lost or failed connection
-    // until the next one is up and subscribed again.
-    let mut missed = false;
+    // Set from the loss of a connection that was up until the next one is up
+    // and subscribed again: publishes may have been missed.
+    let mut down = false;
     loop {
         match shared.client.get_async_pubsub().await {
             Ok(pubsub) => {
                 let (mut sink, mut stream) = pubsub.split();
                 let resubscribed = {
                     let mut current = shared.sink.lock().await;
-                    let channels: Vec<String> = {
-                        let channels = shared.channels.lock().unwrap_or_else(|e| e.into_inner());
-                        channels
-                            .keys()
-                            .map(|c| format!("{}{c}", shared.prefix))
-                            .collect()
-                    };
+                    let channels: Vec<String> = shared
+                        .subscriptions
+                        .topics()
+                        .iter()
+                        .map(|topic| shared.channel(topic))
+                        .collect();
                     let ok = channels.is_empty() || sink.subscribe(&channels).await.is_ok();
                     if ok {
                         *current = Some(sink);
@@ -145,31 +148,32 @@ async fn subscriber(shared: Arc<Shared>) {
                     shared.connected.store(true, Ordering::Release);
                     backoff = Duration::from_millis(50);
                     tracing::info!("redis subscription connection up");
-                    if std::mem::take(&mut missed) {
-                        (shared.deliver)(Delivery {
-                            channel: RESUBSCRIBED_CHANNEL.to_owned(),
-                            payload: Bytes::new(),
-                        });
+                    if std::mem::take(&mut down) {
+                        (shared.handler)(BrokerEvent::Up);
+                        (shared.handler)(BrokerEvent::Resubscribed);
                     }
                     while let Some(message) = stream.next().await {
-                        let Some(channel) = message.get_channel_name().strip_prefix(&shared.prefix)
-                        else {
+                        let topic = message
+                            .get_channel_name()
+                            .strip_prefix(&shared.prefix)
+                            .and_then(Topic::from_channel);
+                        let Some(topic) = topic else {
                             continue;
                         };
-                        (shared.deliver)(Delivery {
-                            channel: channel.to_owned(),
+                        (shared.handler)(BrokerEvent::Delivery {
+                            topic,
                             payload: Bytes::copy_from_slice(message.get_payload_bytes()),
                         });
                     }
                     shared.connected.store(false, Ordering::Release);
                     *shared.sink.lock().await = None;
-                    missed = true;
+                    down = true;
+                    (shared.handler)(BrokerEvent::Down);
                     tracing::warn!("redis subscription connection lost; reconnecting");
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "redis subscription connection failed");
-                missed = true;
             }
         }
         tokio::time::sleep(backoff).await;
@@ -179,60 +183,35 @@ async fn subscriber(shared: Arc<Shared>) {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BrokerError> {
+    async fn publish(&self, topic: &Topic, payload: Bytes) -> Result<(), BrokerError> {
         // While the subscription connection is down Redis is taken as down: fail
         // at once instead of waiting on the publisher's timeouts.
         self.check_connected()?;
         let mut publisher = self.publisher.clone();
         redis::cmd("PUBLISH")
-            .arg(format!("{}{channel}", self.shared.prefix))
+            .arg(self.shared.channel(topic))
             .arg(payload.as_ref())
             .query_async::<i64>(&mut publisher)
             .await
             .map(drop)
-            .map_err(broker_error)
+            .map_err(|e| redis_error("PUBLISH", e))
     }
 
-    async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
         let mut sink = self.shared.sink.lock().await;
-        let first = {
-            let mut channels = self.channels();
-            let count = channels.entry(channel.to_owned()).or_default();
-            *count += 1;
-            *count == 1
-        };
-        if let (true, Some(sink)) = (first, sink.as_mut()) {
-            // On failure the reconnect subscribes again to every channel with listeners.
-            if let Err(e) = sink
-                .subscribe(format!("{}{channel}", self.shared.prefix))
-                .await
-            {
-                tracing::warn!(error = %e, channel, "redis subscribe failed");
+        if let (true, Some(sink)) = (self.shared.subscriptions.add(topic), sink.as_mut()) {
+            // On failure the reconnect subscribes again to every topic with listeners.
+            if let Err(e) = sink.subscribe(self.shared.channel(topic)).await {
+                tracing::warn!(error = %e, %topic, "redis subscribe failed");
             }
         }
         Ok(())
     }
 
-    async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
         let mut sink = self.shared.sink.lock().await;
-        let last = {
-            let mut channels = self.channels();
-            match channels.get_mut(channel) {
-                Some(count) if *count > 1 => {
-                    *count -= 1;
-                    false
-                }
-                Some(_) => {
-                    channels.remove(channel);
-                    true
-                }
-                None => false,
-            }
-        };
-        if let (true, Some(sink)) = (last, sink.as_mut()) {
-            let _ = sink
-                .unsubscribe(format!("{}{channel}", self.shared.prefix))
-                .await;
+        if let (true, Some(sink)) = (self.shared.subscriptions.remove(topic), sink.as_mut()) {
+            let _ = sink.unsubscribe(self.shared.channel(topic)).await;
         }
         Ok(())
     }
@@ -243,7 +222,7 @@ impl Broker for RedisBroker {
         redis::cmd("PING")
             .query_async::<String>(&mut publisher)
             .await
-            .map_err(broker_error)?;
+            .map_err(|e| redis_error("PING", e))?;
         Ok(())
     }
 }

@@ -1,8 +1,8 @@
 //! Redis Cluster sharded pub/sub: fan-out between nodes that scales past one
 //! Redis. Selected by `SWITCHBOARD_BROKER=redis-cluster://host:port,host:port,...`
-//! (seed nodes). A channel lives on the master that serves its hash slot: a
-//! publish is one `SPUBLISH` to that master, and a node `SSUBSCRIBE`s there to
-//! the channels it has local listeners for (counted, as with
+//! (seed nodes). A topic's channel lives on the master that serves its hash
+//! slot: a publish is one `SPUBLISH` to that master, and a node `SSUBSCRIBE`s
+//! there to the topics it has local listeners for (counted, as with
 //! [`RedisBroker`](crate::RedisBroker)), so both the traffic and the
 //! subscriptions spread over the shards instead of going through every Redis.
 //!
@@ -15,7 +15,9 @@
 //!   `SSUBSCRIBE`s to every channel with listeners whose slot that master
 //!   serves. When the connection drops, the task marks the master down
 //!   (publishes for its slots fail at once, `ping` fails), reconnects with
-//!   bounded backoff (50 ms to 5 s) and subscribes again by itself.
+//!   bounded backoff (50 ms to 5 s) and subscribes again by itself. The node
+//!   gets [`BrokerEvent::Down`] when the first master goes down (or a slot
+//!   loses its master) and [`BrokerEvent::Up`] once all are back.
 //! - A coordinator task that refreshes the slot map when a reply says it is
 //!   stale (`MOVED`, a `sunsubscribe` the node did not ask for, which is what
 //!   Redis sends when a slot moves away, a lost connection) and every 15 s,
@@ -24,10 +26,10 @@
 //!
 //! Messages published while a shard's subscription is down are not delivered;
 //! clients catch up from the store (`since`, `Last-Event-ID`), as with Redis.
-//! When channels that had listeners all along are subscribed again (after a
+//! When topics that had listeners all along are subscribed again (after a
 //! lost connection, or on the new master of a slot that moved) and the
-//! master confirmed them all, the node gets a delivery on
-//! [`RESUBSCRIBED_CHANNEL`] so that its listeners can catch up.
+//! master confirmed them all, the node gets [`BrokerEvent::Resubscribed`] so
+//! that its listeners can catch up.
 //!
 //! # Why hand-written
 //!
@@ -51,8 +53,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use switchboard_core::ports::DeliveryHandler;
-use switchboard_core::{Broker, BrokerError, Delivery, RESUBSCRIBED_CHANNEL};
+use switchboard_core::{Broker, BrokerError, BrokerEvent, BrokerHandler, Topic};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -61,6 +62,7 @@ use tokio::task::AbortHandle;
 
 use crate::cluster::{key_slot, split_address, Cluster, ClusterError, Node, NodeState};
 use crate::resp::{read_frame, Frame, Item};
+use crate::subscriptions::Subscriptions;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -79,6 +81,7 @@ const PERIODIC_REFRESH: Duration = Duration::from_secs(15);
 /// Startup waits this long for every master's subscription connection.
 const STARTUP_WAIT: Duration = Duration::from_secs(5);
 
+/// Fan-out through a Redis Cluster with sharded pub/sub.
 pub struct RedisClusterBroker {
     shared: Arc<Shared>,
     coordinator: AbortHandle,
@@ -87,13 +90,21 @@ pub struct RedisClusterBroker {
 struct Shared {
     cluster: Arc<Cluster>,
     prefix: String,
-    deliver: DeliveryHandler,
-    /// Channel (without prefix) → local subscriptions.
-    channels: Mutex<HashMap<String, usize>>,
+    handler: BrokerHandler,
+    subscriptions: Subscriptions,
     /// Master address → its subscription task.
     shards: Mutex<HashMap<String, Shard>>,
-    /// Channel → `subscribe` calls waiting for its confirmation.
-    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    /// Topic → `subscribe` calls waiting for its confirmation.
+    waiters: Mutex<HashMap<Topic, Vec<oneshot::Sender<()>>>>,
+    /// What the node was last told: [`BrokerEvent::Down`] or [`BrokerEvent::Up`].
+    health: Mutex<Health>,
+}
+
+struct Health {
+    /// Set once `connect` returned: no `Down` for a cluster still starting.
+    started: bool,
+    /// Whether the node was last told (or, before that, assumes) it is up.
+    up: bool,
 }
 
 struct Shard {
@@ -104,8 +115,8 @@ struct Shard {
 
 #[derive(Clone)]
 enum ShardMsg {
-    /// A channel's listener count went from 0 to 1 or from 1 to 0.
-    Channel(String),
+    /// A topic's listener count went from 0 to 1 or from 1 to 0.
+    Topic(Topic),
     /// The slot map may have changed: check every channel.
     Resync,
 }
@@ -120,17 +131,21 @@ impl RedisClusterBroker {
     pub async fn connect(
         url: &str,
         prefix: &str,
-        deliver: DeliveryHandler,
+        handler: BrokerHandler,
     ) -> Result<Self, BrokerError> {
         let cluster = Arc::new(Cluster::new(url)?);
         cluster.refresh().await?;
         let shared = Arc::new(Shared {
             cluster,
             prefix: prefix.to_owned(),
-            deliver,
-            channels: Mutex::new(HashMap::new()),
+            handler,
+            subscriptions: Subscriptions::default(),
             shards: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
+            health: Mutex::new(Health {
+                started: false,
+                up: true,
+            }),
         });
         shared.sync_shards();
         let coordinator = tokio::spawn(coordinator(shared.clone())).abort_handle();
@@ -140,10 +155,13 @@ impl RedisClusterBroker {
         };
         // Start ready: wait (bounded) for every master's subscription connection.
         let deadline = Instant::now() + STARTUP_WAIT;
-        while broker.check_up().is_err() && Instant::now() < deadline {
+        while broker.shared.check_up().is_err() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        broker.check_up()?;
+        broker.shared.check_up()?;
+        lock(&broker.shared.health).started = true;
+        // A master lost since the check is reported now.
+        broker.shared.report_health();
         Ok(broker)
     }
 
@@ -151,25 +169,6 @@ impl RedisClusterBroker {
     /// set per workspace, each on the master of its slot.
     pub fn presence(&self) -> crate::RedisPresence {
         crate::RedisPresence::cluster(self.shared.cluster.clone(), &self.shared.prefix)
-    }
-
-    /// Every slot is served and every master's subscription connection is up.
-    fn check_up(&self) -> Result<(), ClusterError> {
-        let map = self.shared.cluster.map();
-        if !map.covers_all() {
-            return Err(ClusterError::SlotUncovered(
-                (0..crate::cluster::SLOTS)
-                    .find(|&s| map.master(s).is_none())
-                    .unwrap_or(0),
-            ));
-        }
-        for address in map.masters() {
-            let node = self.shared.cluster.node(address);
-            if node.state() != NodeState::Up {
-                return Err(ClusterError::NodeDown(address.clone()));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -183,8 +182,43 @@ impl Drop for RedisClusterBroker {
 }
 
 impl Shared {
-    fn prefixed(&self, channel: &str) -> String {
-        format!("{}{channel}", self.prefix)
+    fn prefixed(&self, topic: &Topic) -> String {
+        format!("{}{}", self.prefix, topic.channel())
+    }
+
+    /// Every slot is served and every master's subscription connection is up.
+    fn check_up(&self) -> Result<(), ClusterError> {
+        let map = self.cluster.map();
+        if !map.covers_all() {
+            return Err(ClusterError::SlotUncovered(
+                (0..crate::cluster::SLOTS)
+                    .find(|&s| map.master(s).is_none())
+                    .unwrap_or(0),
+            ));
+        }
+        for address in map.masters() {
+            let node = self.cluster.node(address);
+            if node.state() != NodeState::Up {
+                return Err(ClusterError::NodeDown(address.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the node [`BrokerEvent::Down`] or [`BrokerEvent::Up`] when
+    /// [`Shared::check_up`] changed since it was last told. The lock is held
+    /// while the handler runs, so that the node hears them in order.
+    fn report_health(&self) {
+        let mut health = lock(&self.health);
+        let up = self.check_up().is_ok();
+        if health.started && health.up != up {
+            health.up = up;
+            (self.handler)(if up {
+                BrokerEvent::Up
+            } else {
+                BrokerEvent::Down
+            });
+        }
     }
 
     /// Starts a subscription task for every master of the map, stops those of
@@ -217,22 +251,18 @@ impl Shared {
         }
     }
 
-    fn listeners(&self, channel: &str) -> usize {
-        lock(&self.channels).get(channel).copied().unwrap_or(0)
-    }
-
-    /// Wakes the `subscribe` calls waiting for `channel`.
-    fn confirmed(&self, channel: &str) {
-        if let Some(waiters) = lock(&self.waiters).remove(channel) {
+    /// Wakes the `subscribe` calls waiting for `topic`.
+    fn confirmed(&self, topic: &Topic) {
+        if let Some(waiters) = lock(&self.waiters).remove(topic) {
             for waiter in waiters {
                 let _ = waiter.send(());
             }
         }
     }
 
-    /// Lets go of the `subscribe` calls waiting for `channel` (without a confirmation).
-    fn release(&self, channel: &str) {
-        lock(&self.waiters).remove(channel);
+    /// Lets go of the `subscribe` calls waiting for `topic` (without a confirmation).
+    fn release(&self, topic: &Topic) {
+        lock(&self.waiters).remove(topic);
     }
 }
 
@@ -262,6 +292,7 @@ async fn coordinator(shared: Arc<Shared>) {
         }
         last = Instant::now();
         shared.sync_shards();
+        shared.report_health();
         shared.broadcast(ShardMsg::Resync);
     }
 }
@@ -281,6 +312,7 @@ async fn shard_task(
                     .run(reader, &mut rx)
                     .await;
                 node.set_state(NodeState::Down);
+                shared.report_health();
                 tracing::warn!(node = %node.address(), %reason, "redis cluster subscription connection lost; reconnecting");
                 // A failover or a resharding may be why: look at the slot map again.
                 shared.cluster.want_refresh();
@@ -290,6 +322,7 @@ async fn shard_task(
             }
             Err(e) => {
                 node.set_state(NodeState::Down);
+                shared.report_health();
                 tracing::warn!(node = %node.address(), error = %e, "redis cluster subscription connection failed");
             }
         }
@@ -342,8 +375,8 @@ async fn open(node: &Node) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf),
 
 /// What the reading task reports to the subscription task.
 enum Control {
-    Subscribed(String),
-    Unsubscribed(String),
+    Subscribed(Topic),
+    Unsubscribed(Topic),
     Pong,
     /// An error reply (`MOVED` for a channel whose slot moved, `CLUSTERDOWN`, ...).
     Error(String),
@@ -364,16 +397,16 @@ struct Subscriber<'a> {
     shared: &'a Arc<Shared>,
     node: &'a Node,
     writer: OwnedWriteHalf,
-    /// Channels (without prefix) `SSUBSCRIBE`d on this connection.
-    subscribed: HashSet<String>,
-    /// Our `SUNSUBSCRIBE`s not confirmed yet, per channel: any other
-    /// `sunsubscribe` comes from the server (the channel's slot moved).
-    unsubscribing: HashMap<String, usize>,
-    /// Channels that had listeners before and were `SSUBSCRIBE`d again by a
+    /// Topics `SSUBSCRIBE`d on this connection.
+    subscribed: HashSet<Topic>,
+    /// Our `SUNSUBSCRIBE`s not confirmed yet, per topic: any other
+    /// `sunsubscribe` comes from the server (the topic's slot moved).
+    unsubscribing: HashMap<Topic, usize>,
+    /// Topics that had listeners before and were `SSUBSCRIBE`d again by a
     /// resync, not confirmed yet: publishes to them may have been missed.
-    resubscribing: HashSet<String>,
-    /// Set when a resync subscribed such channels: once they are all
-    /// confirmed, the node hears of it on [`RESUBSCRIBED_CHANNEL`].
+    resubscribing: HashSet<Topic>,
+    /// Set when a resync subscribed such topics: once they are all
+    /// confirmed, the node gets [`BrokerEvent::Resubscribed`].
     missed: bool,
     /// Commands to write.
     out: Vec<u8>,
@@ -410,7 +443,8 @@ impl<'a> Subscriber<'a> {
             return reason;
         }
         self.node.set_state(NodeState::Up);
-        tracing::info!(node = %self.node.address(), channels = self.subscribed.len(), "redis cluster subscription connection up");
+        self.shared.report_health();
+        tracing::info!(node = %self.node.address(), topics = self.subscribed.len(), "redis cluster subscription connection up");
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_pong = Instant::now();
@@ -420,15 +454,15 @@ impl<'a> Subscriber<'a> {
                     None => break "reader stopped".to_owned(),
                     Some(Control::Lost(reason)) => break reason,
                     Some(Control::Pong) => last_pong = Instant::now(),
-                    Some(Control::Subscribed(channel)) => self.confirmed(&channel),
-                    Some(Control::Unsubscribed(channel)) => self.unsubscribed(channel),
+                    Some(Control::Subscribed(topic)) => self.confirmed(&topic),
+                    Some(Control::Unsubscribed(topic)) => self.unsubscribed(topic),
                     Some(Control::Error(error)) => self.error_reply(&error),
                 },
                 msg = rx.recv() => match msg {
                     None => break "broker dropped".to_owned(),
-                    Some(ShardMsg::Channel(channel)) => {
+                    Some(ShardMsg::Topic(topic)) => {
                         let map = self.shared.cluster.map();
-                        self.reconcile(&channel, &map, false);
+                        self.reconcile(&topic, &map, false);
                     }
                     Some(ShardMsg::Resync) => self.resync(),
                 },
@@ -443,8 +477,8 @@ impl<'a> Subscriber<'a> {
                 break reason;
             }
         };
-        for channel in &self.subscribed {
-            self.shared.release(channel);
+        for topic in &self.subscribed {
+            self.shared.release(topic);
         }
         reason
     }
@@ -461,84 +495,75 @@ impl<'a> Subscriber<'a> {
         }
     }
 
-    fn owns(&self, channel: &str, map: &crate::cluster::SlotMap) -> bool {
-        let slot = key_slot(self.shared.prefixed(channel).as_bytes());
+    fn owns(&self, topic: &Topic, map: &crate::cluster::SlotMap) -> bool {
+        let slot = key_slot(self.shared.prefixed(topic).as_bytes());
         map.master(slot) == Some(self.node.address())
     }
 
-    /// Subscribes to or unsubscribes from one channel, as its listeners and
-    /// the slot map say. `resync`: not for a channel that just got its first
+    /// Subscribes to or unsubscribes from one topic, as its listeners and
+    /// the slot map say. `resync`: not for a topic that just got its first
     /// listener, so one whose publishes may have been missed.
-    fn reconcile(&mut self, channel: &str, map: &crate::cluster::SlotMap, resync: bool) {
-        let owned = self.owns(channel, map);
-        let wanted = owned && self.shared.listeners(channel) > 0;
-        let has = self.subscribed.contains(channel);
+    fn reconcile(&mut self, topic: &Topic, map: &crate::cluster::SlotMap, resync: bool) {
+        let owned = self.owns(topic, map);
+        let wanted = owned && self.shared.subscriptions.contains(topic);
+        let has = self.subscribed.contains(topic);
         if wanted && !has {
-            self.command("SSUBSCRIBE", channel);
-            self.subscribed.insert(channel.to_owned());
+            self.command("SSUBSCRIBE", topic);
+            self.subscribed.insert(topic.clone());
             if resync {
-                self.resubscribing.insert(channel.to_owned());
+                self.resubscribing.insert(topic.clone());
                 self.missed = true;
             }
         } else if !wanted && has {
-            self.subscribed.remove(channel);
-            // A channel whose slot moved away was dropped by the server already.
+            self.subscribed.remove(topic);
+            // A topic whose slot moved away was dropped by the server already.
             if owned {
-                self.command("SUNSUBSCRIBE", channel);
-                *self.unsubscribing.entry(channel.to_owned()).or_default() += 1;
+                self.command("SUNSUBSCRIBE", topic);
+                *self.unsubscribing.entry(topic.clone()).or_default() += 1;
             }
         }
     }
 
-    /// Reconciles every channel with listeners and every channel subscribed here.
+    /// Reconciles every topic with listeners and every topic subscribed here.
     fn resync(&mut self) {
         let map = self.shared.cluster.map();
-        let mut channels: Vec<String> = lock(&self.shared.channels)
-            .iter()
-            .filter(|(_, &count)| count > 0)
-            .map(|(channel, _)| channel.clone())
-            .collect();
-        channels.extend(self.subscribed.iter().cloned());
-        channels.sort_unstable();
-        channels.dedup();
-        for channel in channels {
-            self.reconcile(&channel, &map, true);
+        let mut topics: HashSet<Topic> = self.shared.subscriptions.topics().into_iter().collect();
+        topics.extend(self.subscribed.iter().cloned());
+        for topic in topics {
+            self.reconcile(&topic, &map, true);
         }
     }
 
-    fn confirmed(&mut self, channel: &str) {
-        self.shared.confirmed(channel);
-        self.resubscribing.remove(channel);
+    fn confirmed(&mut self, topic: &Topic) {
+        self.shared.confirmed(topic);
+        self.resubscribing.remove(topic);
         if self.missed && self.resubscribing.is_empty() {
             self.missed = false;
-            (self.shared.deliver)(Delivery {
-                channel: RESUBSCRIBED_CHANNEL.to_owned(),
-                payload: Bytes::new(),
-            });
+            (self.shared.handler)(BrokerEvent::Resubscribed);
         }
     }
 
-    fn command(&mut self, name: &str, channel: &str) {
+    fn command(&mut self, name: &str, topic: &Topic) {
         // One channel per command: the channels of one SSUBSCRIBE must share a slot.
         self.out.extend_from_slice(
             &redis::cmd(name)
-                .arg(self.shared.prefixed(channel))
+                .arg(self.shared.prefixed(topic))
                 .get_packed_command(),
         );
     }
 
-    fn unsubscribed(&mut self, channel: String) {
-        if let Some(pending) = self.unsubscribing.get_mut(&channel) {
+    fn unsubscribed(&mut self, topic: Topic) {
+        if let Some(pending) = self.unsubscribing.get_mut(&topic) {
             *pending -= 1;
             if *pending == 0 {
-                self.unsubscribing.remove(&channel);
+                self.unsubscribing.remove(&topic);
             }
             return;
         }
         // The server dropped the subscription: its slot moved to another master.
-        self.subscribed.remove(&channel);
-        if self.shared.listeners(&channel) > 0 {
-            tracing::info!(node = %self.node.address(), %channel, "redis cluster dropped a subscription (slot moved); refreshing the slot map");
+        self.subscribed.remove(&topic);
+        if self.shared.subscriptions.contains(&topic) {
+            tracing::info!(node = %self.node.address(), %topic, "redis cluster dropped a subscription (slot moved); refreshing the slot map");
             self.shared.cluster.want_refresh();
         }
     }
@@ -547,8 +572,8 @@ impl<'a> Subscriber<'a> {
         // Not tied to one channel: forget what was sent, so that the resync after
         // the refresh subscribes again to everything this master serves.
         tracing::info!(node = %self.node.address(), %error, "redis cluster subscription command refused; refreshing the slot map");
-        for channel in std::mem::take(&mut self.subscribed) {
-            self.shared.release(&channel);
+        for topic in std::mem::take(&mut self.subscribed) {
+            self.shared.release(&topic);
         }
         self.unsubscribing.clear();
         self.resubscribing.clear();
@@ -575,9 +600,9 @@ async fn read_loop(
                 [Item::Bulk(Some(kind)), Item::Bulk(Some(channel)), Item::Bulk(Some(payload))]
                     if kind == b"smessage" =>
                 {
-                    if let Some(channel) = unprefixed(&shared.prefix, channel) {
-                        (shared.deliver)(Delivery {
-                            channel,
+                    if let Some(topic) = unprefixed(&shared.prefix, channel) {
+                        (shared.handler)(BrokerEvent::Delivery {
+                            topic,
                             payload: Bytes::copy_from_slice(payload),
                         });
                     }
@@ -610,17 +635,15 @@ async fn read_loop(
     }
 }
 
-fn unprefixed(prefix: &str, channel: &[u8]) -> Option<String> {
-    std::str::from_utf8(channel)
-        .ok()?
-        .strip_prefix(prefix)
-        .map(str::to_owned)
+/// The topic of a channel name as Redis gives it; `None` for a name that is not ours.
+fn unprefixed(prefix: &str, channel: &[u8]) -> Option<Topic> {
+    Topic::from_channel(std::str::from_utf8(channel).ok()?.strip_prefix(prefix)?)
 }
 
 #[async_trait]
 impl Broker for RedisClusterBroker {
-    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BrokerError> {
-        let key = self.shared.prefixed(channel);
+    async fn publish(&self, topic: &Topic, payload: Bytes) -> Result<(), BrokerError> {
+        let key = self.shared.prefixed(topic);
         let mut cmd = redis::cmd("SPUBLISH");
         cmd.arg(&key).arg(payload.as_ref());
         self.shared
@@ -631,22 +654,16 @@ impl Broker for RedisClusterBroker {
             .map_err(Into::into)
     }
 
-    async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        let first = {
-            let mut channels = lock(&self.shared.channels);
-            let count = channels.entry(channel.to_owned()).or_default();
-            *count += 1;
-            *count == 1
-        };
-        if !first {
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        if !self.shared.subscriptions.add(topic) {
             return Ok(());
         }
-        let slot = key_slot(self.shared.prefixed(channel).as_bytes());
+        let slot = key_slot(self.shared.prefixed(topic).as_bytes());
         let waiter = match self.shared.cluster.owner(slot) {
             Some(node) if node.state() == NodeState::Up => {
                 let (tx, rx) = oneshot::channel();
                 lock(&self.shared.waiters)
-                    .entry(channel.to_owned())
+                    .entry(topic.clone())
                     .or_default()
                     .push(tx);
                 Some(rx)
@@ -658,7 +675,7 @@ impl Broker for RedisClusterBroker {
                 None
             }
         };
-        self.shared.broadcast(ShardMsg::Channel(channel.to_owned()));
+        self.shared.broadcast(ShardMsg::Topic(topic.clone()));
         if let Some(waiter) = waiter {
             // Without a confirmation in time, the shard's task keeps at it.
             let _ = tokio::time::timeout(SUBSCRIBE_WAIT, waiter).await;
@@ -666,29 +683,15 @@ impl Broker for RedisClusterBroker {
         Ok(())
     }
 
-    async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        let last = {
-            let mut channels = lock(&self.shared.channels);
-            match channels.get_mut(channel) {
-                Some(count) if *count > 1 => {
-                    *count -= 1;
-                    false
-                }
-                Some(_) => {
-                    channels.remove(channel);
-                    true
-                }
-                None => false,
-            }
-        };
-        if last {
-            self.shared.broadcast(ShardMsg::Channel(channel.to_owned()));
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        if self.shared.subscriptions.remove(topic) {
+            self.shared.broadcast(ShardMsg::Topic(topic.clone()));
         }
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {
-        self.check_up()?;
+        self.shared.check_up()?;
         let cluster = &self.shared.cluster;
         let nodes: Vec<Arc<Node>> = cluster
             .map()

@@ -16,7 +16,11 @@ use redis::{Cmd, FromRedisValue};
 use switchboard_core::{BrokerError, Presence, PresenceEntry};
 
 use crate::cluster::Cluster;
+use crate::redis_error;
 
+/// Presence in one Redis or in a Redis Cluster, shared by every node;
+/// made by [`RedisBroker::presence`](crate::RedisBroker::presence) or
+/// [`RedisClusterBroker::presence`](crate::RedisClusterBroker::presence).
 pub struct RedisPresence {
     backend: Backend,
     prefix: String,
@@ -25,10 +29,6 @@ pub struct RedisPresence {
 enum Backend {
     Single(ConnectionManager),
     Cluster(Arc<Cluster>),
-}
-
-fn redis_error(e: redis::RedisError) -> BrokerError {
-    BrokerError(e.to_string())
 }
 
 type Member = (String, String, Option<String>);
@@ -61,7 +61,9 @@ impl RedisPresence {
         match &self.backend {
             Backend::Single(connection) => {
                 let mut c = connection.clone();
-                cmd.query_async(&mut c).await.map_err(redis_error)
+                cmd.query_async(&mut c)
+                    .await
+                    .map_err(|e| redis_error("presence", e))
             }
             Backend::Cluster(cluster) => Ok(cluster.query(key.as_bytes(), cmd).await?),
         }

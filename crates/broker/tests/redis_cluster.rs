@@ -1,223 +1,37 @@
-//! The Redis Cluster broker and presence against a real 3-master Redis Cluster
-//! that this test starts on free loopback ports (`redis-server` 7 and
-//! `redis-cli` on the PATH; without them the test is skipped, unless
-//! `CI=true`, where it fails).
+//! The Redis Cluster broker and presence against real 3-master Redis
+//! Clusters that these tests start on free loopback ports
+//! (`tests/support`; skipped without `redis-server` and `redis-cli`, unless
+//! `CI=true`).
 //!
-//! One scenario in order, on one cluster: channels spread over the shards and
-//! reach the other node; listeners are counted; nothing uses classic
-//! `PUBLISH`; a slot moved to another master (`CLUSTER SETSLOT ... NODE`)
-//! is followed by publishers (`MOVED`) and subscribers (the server's
-//! `sunsubscribe`); presence works with keys on several shards; a master
-//! killed and restarted makes `ping` and its publishes fail fast, then
-//! everything resumes by itself.
+//! The conformance suite runs on one cluster. A scenario runs in order on
+//! another: topics spread over the shards and reach the other node;
+//! listeners are counted; nothing uses classic `PUBLISH`; a slot moved to
+//! another master (`CLUSTER SETSLOT ... NODE`) is followed by publishers
+//! (`MOVED`) and subscribers (the server's `sunsubscribe`); presence works
+//! with keys on several shards; a master killed and restarted makes `ping`
+//! and its publishes fail fast with a transient error and the nodes hear
+//! `Down`, then everything resumes by itself (`Up`, `Resubscribed`).
 
-use std::collections::HashMap;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod conformance;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redis::FromRedisValue;
-use switchboard_broker::RedisClusterBroker;
-use switchboard_core::{Broker, Delivery, Presence, PresenceEntry};
+use conformance::{unique_prefix, Backend, Node};
+use support::{admin, eventually, TestRedis};
+use switchboard_core::{BrokerEvent, PresenceEntry, Topic};
 
-/// A 3-master cluster on loopback; its processes are killed on drop.
-struct TestCluster {
-    dir: PathBuf,
-    ports: Vec<u16>,
-    procs: HashMap<u16, Child>,
-}
-
-impl Drop for TestCluster {
-    fn drop(&mut self) {
-        for child in self.procs.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn have(binary: &str) -> bool {
-    Command::new(binary)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Free ports P (with P + 10000, the cluster bus, free too).
-fn free_ports(count: usize) -> Vec<u16> {
-    let mut seed = u64::from(std::process::id())
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-    let mut ports = Vec::new();
-    while ports.len() < count {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let port = 20000 + (seed >> 33) as u16 % 20000;
-        if ports.contains(&port) {
-            continue;
-        }
-        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if free(port) && free(port + 10000) {
-            ports.push(port);
-        }
-    }
-    ports
-}
-
-impl TestCluster {
-    fn spawn(&mut self, port: u16) {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--cluster-enabled", "yes", "--cluster-config-file"])
-            .arg(self.dir.join(format!("nodes-{port}.conf")))
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.procs.insert(port, child);
-    }
-
-    fn kill(&mut self, port: u16) {
-        if let Some(mut child) = self.procs.remove(&port) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        let seeds: Vec<String> = self
-            .ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        format!("redis-cluster://{}", seeds.join(","))
-    }
-
-    async fn start() -> Option<Self> {
-        if !have("redis-server") || !have("redis-cli") {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "redis-server and redis-cli are required (CI=true)"
-            );
-            eprintln!("skipped: redis-server or redis-cli is not on the PATH");
-            return None;
-        }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "switchboard-cluster-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut cluster = TestCluster {
-            dir,
-            ports: free_ports(3),
-            procs: HashMap::new(),
-        };
-        for port in cluster.ports.clone() {
-            cluster.spawn(port);
-        }
-        for &port in &cluster.ports {
-            eventually(
-                "redis-server answers PING",
-                Duration::from_secs(10),
-                || async move {
-                    admin::<String>(port, &["PING"])
-                        .await
-                        .ok()
-                        .filter(|p| p == "PONG")
-                },
-            )
-            .await;
-        }
-        let mut create = Command::new("redis-cli");
-        create.arg("--cluster").arg("create");
-        for port in &cluster.ports {
-            create.arg(format!("127.0.0.1:{port}"));
-        }
-        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
-        let status = run_bounded(create, Duration::from_secs(30));
-        assert!(status, "redis-cli --cluster create failed");
-        for &port in &cluster.ports {
-            eventually(
-                "CLUSTER INFO says cluster_state:ok",
-                Duration::from_secs(20),
-                || async move {
-                    admin::<String>(port, &["CLUSTER", "INFO"])
-                        .await
-                        .ok()
-                        .filter(|info| info.contains("cluster_state:ok"))
-                },
-            )
-            .await;
-        }
-        Some(cluster)
-    }
-}
-
-/// Runs a command to its end, killing it after `limit`; true if it succeeded.
-fn run_bounded(mut command: Command, limit: Duration) -> bool {
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("command starts");
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status.success();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// One command on a fresh connection to 127.0.0.1:`port`, bounded by 2 s.
-async fn admin<T: FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisResult<T> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)));
-    let mut connection = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    cmd.query_async(&mut connection).await
-}
-
-/// Polls `check` until it gives `Some`, at most `limit`; panics naming `what` otherwise.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "gave up after {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_a_real_cluster() {
+    let Some(cluster) = TestRedis::cluster().await else {
+        return;
+    };
+    let backend = Backend {
+        url: cluster.url(),
+        shared: true,
+    };
+    conformance::all(&backend).await;
 }
 
 /// `(node id, port, slot ranges)` of every master, from `CLUSTER NODES`.
@@ -279,37 +93,20 @@ async fn shard_subscribers(port: u16, channel: &str) -> i64 {
     }
 }
 
-type Seen = Arc<Mutex<Vec<(String, Bytes)>>>;
-
-async fn broker(url: &str, prefix: &str) -> (RedisClusterBroker, Seen) {
-    let seen: Seen = Arc::default();
-    let sink = seen.clone();
-    let broker = RedisClusterBroker::connect(
-        url,
-        prefix,
-        Arc::new(move |d: Delivery| {
-            sink.lock().unwrap().push((d.channel, d.payload));
-        }),
-    )
-    .await
-    .expect("the broker connects to the cluster");
-    (broker, seen)
-}
-
-fn got(seen: &Seen, channel: &str, payload: &str) -> bool {
-    seen.lock()
-        .unwrap()
+fn got(node: &Node, topic: &Topic, payload: &str) -> bool {
+    node.events
+        .payloads(topic)
         .iter()
-        .any(|(c, p)| c == channel && p.as_ref() == payload.as_bytes())
+        .any(|p| p.as_ref() == payload.as_bytes())
 }
 
-/// Waits (at most 5 s) until `seen` has `payload` on `channel`.
-async fn delivered(seen: &Seen, channel: &str, payload: &str) {
+/// Waits (at most 5 s) until `node` got `payload` on `topic`.
+async fn delivered(node: &Node, topic: &Topic, payload: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !got(seen, channel, payload) {
+    while !got(node, topic, payload) {
         assert!(
             Instant::now() < deadline,
-            "{payload:?} never arrived on {channel}"
+            "{payload:?} never arrived on {topic}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -317,24 +114,28 @@ async fn delivered(seen: &Seen, channel: &str, payload: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_pubsub_and_presence_on_a_real_cluster() {
-    let Some(mut cluster) = TestCluster::start().await else {
+    let Some(mut cluster) = TestRedis::cluster().await else {
         return;
     };
-    let url = cluster.url();
+    let backend = Backend {
+        url: cluster.url(),
+        shared: true,
+    };
     let first = cluster.ports[0];
-    let prefix = format!("t{}:", std::process::id());
-    let (a, _seen_a) = broker(&url, &prefix).await;
-    let (b, seen_b) = broker(&url, &prefix).await;
-    a.ping().await.expect("ping with every master up");
+    let prefix = unique_prefix("scenario");
+    let a = backend.node(&prefix).await;
+    let b = backend.node(&prefix).await;
+    a.broker.ping().await.expect("ping with every master up");
+    let full = |topic: &Topic| format!("{prefix}{}", topic.channel());
 
-    // Channels spread over the shards, each on the master of its slot.
-    let channels: Vec<String> = (0..24).map(|i| format!("ws:c{i}")).collect();
-    for channel in &channels {
-        b.subscribe(channel).await.unwrap();
+    // Topics spread over the shards, each on the master of its slot.
+    let topics: Vec<Topic> = (0..24).map(|i| Topic::Workspace(format!("c{i}"))).collect();
+    for topic in &topics {
+        b.broker.subscribe(topic).await.unwrap();
     }
     let mut shards_used = std::collections::HashSet::new();
-    for channel in &channels {
-        let full = format!("{prefix}{channel}");
+    for topic in &topics {
+        let full = full(topic);
         let (_, owner) = owner_of(first, slot_of(first, &full).await).await;
         for &port in &cluster.ports {
             let n = shard_subscribers(port, &full).await;
@@ -346,15 +147,16 @@ async fn sharded_pubsub_and_presence_on_a_real_cluster() {
         }
         shards_used.insert(owner);
     }
-    assert_eq!(shards_used.len(), 3, "24 channels use all three shards");
+    assert_eq!(shards_used.len(), 3, "24 topics use all three shards");
 
-    for channel in &channels {
-        a.publish(channel, Bytes::from(format!("hello {channel}")))
+    for topic in &topics {
+        a.broker
+            .publish(topic, Bytes::from(format!("hello {topic}")))
             .await
             .unwrap();
     }
-    for channel in &channels {
-        delivered(&seen_b, channel, &format!("hello {channel}")).await;
+    for topic in &topics {
+        delivered(&b, topic, &format!("hello {topic}")).await;
     }
     for &port in &cluster.ports {
         let classic: Vec<String> = admin(port, &["PUBSUB", "CHANNELS"]).await.unwrap();
@@ -367,19 +169,19 @@ async fn sharded_pubsub_and_presence_on_a_real_cluster() {
     }
 
     // Listeners are counted: the subscription stays until the last one goes.
-    let counted = "ws:counted";
-    let full = format!("{prefix}{counted}");
-    let (_, owner) = owner_of(first, slot_of(first, &full).await).await;
-    b.subscribe(counted).await.unwrap();
-    b.subscribe(counted).await.unwrap();
-    b.unsubscribe(counted).await.unwrap();
-    a.publish(counted, Bytes::from_static(b"still"))
+    let counted = Topic::Workspace("counted".into());
+    let counted_full = full(&counted);
+    let (_, owner) = owner_of(first, slot_of(first, &counted_full).await).await;
+    b.broker.subscribe(&counted).await.unwrap();
+    b.broker.subscribe(&counted).await.unwrap();
+    b.broker.unsubscribe(&counted).await.unwrap();
+    a.broker
+        .publish(&counted, Bytes::from_static(b"still"))
         .await
         .unwrap();
-    delivered(&seen_b, counted, "still").await;
-    assert_eq!(shard_subscribers(owner, &full).await, 1);
-    b.unsubscribe(counted).await.unwrap();
-    let counted_full = full.clone();
+    delivered(&b, &counted, "still").await;
+    assert_eq!(shard_subscribers(owner, &counted_full).await, 1);
+    b.broker.unsubscribe(&counted).await.unwrap();
     eventually(
         "SUNSUBSCRIBE after the last listener",
         Duration::from_secs(5),
@@ -392,9 +194,9 @@ async fn sharded_pubsub_and_presence_on_a_real_cluster() {
 
     // A slot moves to another master: the publisher follows MOVED, the
     // subscriber follows the server's sunsubscribe.
-    let moved = &channels[0];
-    let full = format!("{prefix}{moved}");
-    let slot = slot_of(first, &full).await;
+    let moved = &topics[0];
+    let moved_full = full(moved);
+    let slot = slot_of(first, &moved_full).await;
     let (source_id, source) = owner_of(first, slot).await;
     let (target_id, target) = masters(first)
         .await
@@ -422,7 +224,6 @@ async fn sharded_pubsub_and_presence_on_a_real_cluster() {
                 .unwrap();
         }
     }
-    let moved_full = full.clone();
     eventually(
         "b subscribed on the slot's new master",
         Duration::from_secs(10),
@@ -432,39 +233,38 @@ async fn sharded_pubsub_and_presence_on_a_real_cluster() {
         },
     )
     .await;
-    assert_eq!(shard_subscribers(source, &full).await, 0);
+    assert_eq!(shard_subscribers(source, &moved_full).await, 0);
     for i in 0.. {
         let payload = format!("after the move #{i}");
-        a.publish(moved, Bytes::from(payload.clone()))
+        a.broker
+            .publish(moved, Bytes::from(payload.clone()))
             .await
             .expect("publish follows MOVED");
-        if got(&seen_b, moved, &payload) {
+        if got(&b, moved, &payload) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if got(&seen_b, moved, &payload) {
+        if got(&b, moved, &payload) {
             break;
         }
         assert!(i < 50, "no delivery after the slot moved");
     }
 
     // Presence: one sorted set per workspace, on the shards of their slots.
-    let presence = a.presence();
-    let presence_b = b.presence();
+    let (presence, presence_b) = (&a.presence, &b.presence);
     let now = 1_000_000;
     let entry = |conn: &str, user: &str| PresenceEntry {
         connection: conn.into(),
         user_id: user.into(),
         name: Some(format!("{user}!")),
     };
-    let workspaces: Vec<String> = (0..8).map(|i| format!("{prefix}p{i}")).collect();
+    let workspaces: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
+    let mut presence_shards = std::collections::HashSet::new();
     for ws in &workspaces {
+        let key = format!("{prefix}presence:{ws}");
+        presence_shards.insert(owner_of(first, slot_of(first, &key).await).await.1);
         assert!(presence
             .join(ws, &entry("c1", "alice"), now + 1000, now)
-            .await
-            .unwrap());
-        assert!(!presence
-            .join(ws, &entry("c2", "alice"), now + 1000, now)
             .await
             .unwrap());
         assert!(presence_b
@@ -472,21 +272,7 @@ async fn sharded_pubsub_and_presence_on_a_real_cluster() {
             .await
             .unwrap());
     }
-    for ws in &workspaces {
-        let users = presence_b.users(ws, now).await.unwrap();
-        assert_eq!(
-            users,
-            vec![
-                ("alice".to_owned(), Some("alice!".to_owned())),
-                ("bob".to_owned(), Some("bob!".to_owned()))
-            ]
-        );
-        assert_eq!(presence.leave(ws, "c1", now).await.unwrap(), None);
-        assert_eq!(
-            presence.leave(ws, "c2", now).await.unwrap(),
-            Some("alice".into())
-        );
-    }
+    assert!(presence_shards.len() > 1, "presence sets on several shards");
     let mut expired = presence.expire(now + 600).await.unwrap();
     expired.sort();
     let mut expected: Vec<(String, String)> = workspaces
@@ -497,6 +283,10 @@ async fn sharded_pubsub_and_presence_on_a_real_cluster() {
     assert_eq!(expired, expected, "bob's entries expire once");
     assert!(presence_b.expire(now + 600).await.unwrap().is_empty());
     for ws in &workspaces {
+        assert_eq!(
+            presence.leave(ws, "c1", now + 600).await.unwrap(),
+            Some("alice".into())
+        );
         assert!(presence.users(ws, now + 600).await.unwrap().is_empty());
     }
 
@@ -504,54 +294,80 @@ async fn sharded_pubsub_and_presence_on_a_real_cluster() {
     let victim = cluster.ports[1];
     let mut on_victim = None;
     let mut elsewhere = None;
-    for channel in &channels[1..] {
-        let full = format!("{prefix}{channel}");
-        let (_, owner) = owner_of(first, slot_of(first, &full).await).await;
+    for topic in &topics[1..] {
+        let (_, owner) = owner_of(first, slot_of(first, &full(topic)).await).await;
         if owner == victim && on_victim.is_none() {
-            on_victim = Some(channel.clone());
+            on_victim = Some(topic.clone());
         } else if owner != victim && elsewhere.is_none() {
-            elsewhere = Some(channel.clone());
+            elsewhere = Some(topic.clone());
         }
     }
     let (on_victim, elsewhere) = (on_victim.unwrap(), elsewhere.unwrap());
+    // The moved slot may have brought b a `Resubscribed`, nothing else.
+    for node in [&a, &b] {
+        let others = node.events.others();
+        assert!(
+            others.iter().all(|e| *e == BrokerEvent::Resubscribed),
+            "{others:?}"
+        );
+    }
+    let before = b.events.others().len();
     cluster.kill(victim);
     let (a, b) = (&a, &b);
     eventually(
         "ping fails with a master down",
         Duration::from_secs(5),
-        || async move { (a.ping().await.is_err() && b.ping().await.is_err()).then_some(()) },
+        || async move {
+            (a.broker.ping().await.is_err() && b.broker.ping().await.is_err()).then_some(())
+        },
     )
     .await;
+    a.events.wait_event(&BrokerEvent::Down).await;
+    b.events.wait_event(&BrokerEvent::Down).await;
     let started = Instant::now();
-    assert!(a
+    let e = a
+        .broker
         .publish(&on_victim, Bytes::from_static(b"lost"))
         .await
-        .is_err());
+        .expect_err("its master is down");
     assert!(
         started.elapsed() < Duration::from_millis(500),
         "a publish to a down shard fails fast ({:?})",
         started.elapsed()
     );
-    a.publish(&elsewhere, Bytes::from_static(b"during"))
+    assert!(e.is_transient(), "{e}");
+    a.broker
+        .publish(&elsewhere, Bytes::from_static(b"during"))
         .await
         .expect("other shards work");
-    delivered(&seen_b, &elsewhere, "during").await;
+    delivered(b, &elsewhere, "during").await;
 
     cluster.spawn(victim);
     eventually(
         "ping recovers after the restart",
         Duration::from_secs(15),
-        || async move { (a.ping().await.is_ok() && b.ping().await.is_ok()).then_some(()) },
+        || async move {
+            (a.broker.ping().await.is_ok() && b.broker.ping().await.is_ok()).then_some(())
+        },
     )
     .await;
+    a.events.wait_event(&BrokerEvent::Up).await;
+    b.events.wait_event(&BrokerEvent::Resubscribed).await;
+    let others = b.events.others();
+    assert_eq!(
+        &others[before..before + 2],
+        &[BrokerEvent::Down, BrokerEvent::Up],
+        "{others:?}"
+    );
     for i in 0.. {
         let payload = format!("after the restart #{i}");
-        if a.publish(&on_victim, Bytes::from(payload.clone()))
+        if a.broker
+            .publish(&on_victim, Bytes::from(payload.clone()))
             .await
             .is_ok()
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if got(&seen_b, &on_victim, &payload) {
+            if got(b, &on_victim, &payload) {
                 break;
             }
         } else {

@@ -19,7 +19,7 @@ pub use chat::{Message, MessageLimits, NewMessage, Window};
 pub use error::{Error, ErrorCode};
 pub use notify::{NewNotification, Notification};
 pub use ports::{
-    Broker, BrokerError, Delivery, DocumentId, DocumentLog, DocumentStore, MembershipStore,
-    MessageStore, NotificationStore, Presence, PresenceEntry, RecoverySession, RecoveryStore,
-    Store, StoreError, StoreHealth, RESUBSCRIBED_CHANNEL,
+    Broker, BrokerError, BrokerEvent, BrokerHandler, DocumentId, DocumentLog, DocumentStore,
+    MembershipStore, MessageStore, NotificationStore, Presence, PresenceEntry, RecoverySession,
+    RecoveryStore, Store, StoreError, StoreHealth, Topic,
 };

@@ -5,8 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use switchboard_broker::{MemoryBroker, MemoryPresence, RedisBroker, RedisClusterBroker};
-use switchboard_core::{Authenticator, Broker, Delivery, MessageLimits, Presence, Store};
+use switchboard_core::{Authenticator, Broker, BrokerEvent, MessageLimits, Presence, Store, Topic};
 use switchboard_socketio::{EngineConfig, IoConfig, Namespace, SocketIo};
 use tokio::net::TcpListener;
 
@@ -105,39 +104,48 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
     let hub: Arc<OnceLock<Arc<Hub>>> = Arc::default();
     let collab: Arc<OnceLock<Arc<Collab>>> = Arc::default();
     let (to_rooms, to_users, to_documents) = (namespace.clone(), hub.clone(), collab.clone());
-    let deliver = move |delivery: Delivery| {
-        if let Some(ns) = to_rooms.get() {
-            fanout::deliver(ns, &delivery);
+    // Each event goes once to the consumer of its topic's kind; a
+    // resubscription to all three.
+    let deliver = move |event: BrokerEvent| match event {
+        BrokerEvent::Delivery { topic, payload } => match topic {
+            Topic::Workspace(workspace) => {
+                if let Some(ns) = to_rooms.get() {
+                    fanout::deliver(ns, &workspace, &payload);
+                }
+            }
+            Topic::User(user) => {
+                if let Some(hub) = to_users.get() {
+                    hub.deliver(&user, &payload);
+                }
+            }
+            Topic::Document(document) => {
+                if let Some(collab) = to_documents.get() {
+                    collab.deliver(&document, &payload);
+                }
+            }
+        },
+        BrokerEvent::Resubscribed => {
+            fanout::resubscribed();
+            if let Some(hub) = to_users.get() {
+                hub.resubscribed();
+            }
+            if let Some(collab) = to_documents.get() {
+                collab.resubscribed();
+            }
         }
-        if let Some(hub) = to_users.get() {
-            hub.deliver(&delivery);
+        BrokerEvent::Down => {
+            tracing::warn!("broker connection lost");
+            metrics::gauge!("switchboard_broker_up").set(0.0);
         }
-        if let Some(collab) = to_documents.get() {
-            collab.deliver(&delivery);
+        BrokerEvent::Up => {
+            tracing::info!("broker connection back");
+            metrics::gauge!("switchboard_broker_up").set(1.0);
         }
     };
     let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) =
-        if settings.broker.starts_with("redis://") {
-            let redis =
-                RedisBroker::connect(&settings.broker, &settings.redis_prefix, Arc::new(deliver))
-                    .await
-                    .with_context(|| format!("connecting to the broker at {}", settings.broker))?;
-            let presence = Arc::new(redis.presence());
-            (Arc::new(redis), presence)
-        } else if settings.broker.starts_with("redis-cluster://") {
-            let cluster = RedisClusterBroker::connect(
-                &settings.broker,
-                &settings.redis_prefix,
-                Arc::new(deliver),
-            )
+        switchboard_broker::connect(&settings.broker, &settings.redis_prefix, Arc::new(deliver))
             .await
-            .with_context(|| format!("connecting to the Redis Cluster at {}", settings.broker))?;
-            let presence = Arc::new(cluster.presence());
-            (Arc::new(cluster), presence)
-        } else {
-            let broker = Arc::new(MemoryBroker::new(Arc::new(deliver)));
-            (broker, Arc::new(MemoryPresence::default()))
-        };
+            .with_context(|| format!("connecting to the broker at {}", settings.broker))?;
     let notification_hub = Arc::new(Hub::new(broker.clone(), settings.max_streams_per_user));
     let _ = hub.set(notification_hub.clone());
     let documents = Arc::new(Collab::new(

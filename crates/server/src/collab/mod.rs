@@ -7,9 +7,9 @@
 //! loads the document from the Store, and unloads a while after its last
 //! client left.
 //!
-//! Between nodes, a room publishes on the broker channel `doc:<W>\n<name>`
-//! (ids hold no control characters) and every node with that document open
-//! subscribes to it. A payload is `<node id>\n<kind><data>`: `U` an update
+//! Between nodes, a room publishes on its document's broker topic
+//! ([`Topic::Document`]) and every node with that document open subscribes
+//! to it. A payload is `<node id>\n<kind><data>`: `U` an update
 //! (already stored), `A` awareness states, `Q` a node asking the others for
 //! their awareness states. A node skips its own payloads: its clients had
 //! them directly. When the broker had lost its subscriptions for a while,
@@ -28,15 +28,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use switchboard_core::{Broker, Delivery, DocumentId, Store, RESUBSCRIBED_CHANNEL};
+use switchboard_core::{Broker, DocumentId, Store, Topic};
 use tokio::sync::{mpsc, oneshot};
 
 pub use connection::serve;
 
 use crate::config::CollabLimits;
 use room::{Command, Remote};
-
-const DOC_CHANNEL: &str = "doc:";
 
 /// What a room sends to one connection.
 #[derive(Debug)]
@@ -167,22 +165,21 @@ impl Collab {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Hands a broker delivery on a document channel to that document's room.
-    pub fn deliver(&self, delivery: &Delivery) {
-        if delivery.channel == RESUBSCRIBED_CHANNEL {
-            for room in self.rooms().values() {
-                let _ = room.remote.send(Remote::Resync);
-            }
-            return;
-        }
-        let Some(document) = parse_channel(&delivery.channel) else {
+    /// Hands a payload delivered on a document's topic to that document's room.
+    pub fn deliver(&self, document: &DocumentId, payload: &Bytes) {
+        let Some(remote) = self.parse_payload(payload) else {
             return;
         };
-        let Some(remote) = self.parse_payload(&delivery.payload) else {
-            return;
-        };
-        if let Some(room) = self.rooms().get(&document) {
+        if let Some(room) = self.rooms().get(document) {
             let _ = room.remote.send(remote);
+        }
+    }
+
+    /// The broker lost its subscriptions for a while: every room reads its
+    /// document from the Store again and sends its clients what they missed.
+    pub fn resubscribed(&self) {
+        for room in self.rooms().values() {
+            let _ = room.remote.send(Remote::Resync);
         }
     }
 
@@ -233,17 +230,9 @@ impl Collab {
     }
 }
 
-/// The broker channel of a document.
-fn channel(document: &DocumentId) -> String {
-    format!("{DOC_CHANNEL}{}\n{}", document.workspace, document.name)
-}
-
-fn parse_channel(channel: &str) -> Option<DocumentId> {
-    let (workspace, name) = channel.strip_prefix(DOC_CHANNEL)?.split_once('\n')?;
-    Some(DocumentId {
-        workspace: workspace.to_owned(),
-        name: name.to_owned(),
-    })
+/// The broker topic of a document.
+fn channel(document: &DocumentId) -> Topic {
+    Topic::Document(document.clone())
 }
 
 fn node_id() -> String {
@@ -253,19 +242,4 @@ fn node_id() -> String {
         "{:016x}",
         u64::from_le_bytes(raw) ^ u64::from(std::process::id())
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn channels_round_trip() {
-        let doc = DocumentId {
-            workspace: "w:1/x".into(),
-            name: "notes 2".into(),
-        };
-        assert_eq!(parse_channel(&channel(&doc)), Some(doc));
-        assert_eq!(parse_channel("ws:w1"), None);
-    }
 }

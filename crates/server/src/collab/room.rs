@@ -105,7 +105,7 @@ struct Connection {
 
 struct Room {
     id: DocumentId,
-    channel: String,
+    channel: switchboard_core::Topic,
     collab: Arc<Collab>,
     document: Document,
     connections: HashMap<u64, Connection>,

@@ -13,14 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use switchboard_core::{Broker, Delivery, Error, ErrorCode, Notification, RESUBSCRIBED_CHANNEL};
+use switchboard_core::{Broker, Error, ErrorCode, Notification, Topic};
 use tokio::sync::mpsc;
 
-const USER_CHANNEL: &str = "user:";
-
-/// The broker channel of a user's notifications.
-pub fn channel(user: &str) -> String {
-    format!("{USER_CHANNEL}{user}")
+/// The broker topic of a user's notifications.
+pub fn channel(user: &str) -> Topic {
+    Topic::User(user.to_owned())
 }
 
 /// A notification as listeners get it: its id and its JSON text.
@@ -107,19 +105,10 @@ impl Hub {
         Ok((listener, receiver))
     }
 
-    /// Hands a delivery from the broker to the user's listeners on this node.
-    pub fn deliver(&self, delivery: &Delivery) {
-        if delivery.channel == RESUBSCRIBED_CHANNEL {
-            // Notifications published while the broker was away were missed:
-            // end every stream and poll, so that clients resume from their last id.
-            self.users().clear();
-            return;
-        }
-        let Some(user) = delivery.channel.strip_prefix(USER_CHANNEL) else {
-            return;
-        };
-        let Some(item) = parse_payload(&delivery.payload) else {
-            tracing::warn!(channel = %delivery.channel, "malformed notification payload");
+    /// Hands a payload delivered on a user's topic to that user's listeners on this node.
+    pub fn deliver(&self, user: &str, payload: &[u8]) {
+        let Some(item) = parse_payload(payload) else {
+            tracing::warn!(%user, "malformed notification payload");
             return;
         };
         let item = Arc::new(item);
@@ -136,6 +125,13 @@ impl Hub {
                 false
             }
         });
+    }
+
+    /// The broker lost its subscriptions for a while: notifications published
+    /// in between were missed. Ends every stream and poll, so that clients
+    /// resume from their last id.
+    pub fn resubscribed(&self) {
+        self.users().clear();
     }
 
     /// Listeners on this node, all users together.

@@ -1,20 +1,19 @@
-//! From the broker to local sockets: channel names, the payload envelope, and
-//! delivering a payload to the sockets of this node.
+//! From the broker to local sockets: workspace topics, the payload envelope,
+//! and delivering a payload to the sockets of this node.
 //!
 //! A room broadcast is encoded once into a Socket.IO frame by the node that
 //! publishes it; the payload is `<socket id to leave out, or nothing>\n<frame>`,
 //! and every node hands the same frame bytes to its local members.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use switchboard_core::Delivery;
+use switchboard_core::Topic;
 use switchboard_socketio::{Namespace, Sid, Utf8Bytes};
 
-const WORKSPACE_CHANNEL: &str = "ws:";
 const WORKSPACE_ROOM: &str = "workspace:";
 
-/// The broker channel of a workspace.
-pub fn channel(workspace: &str) -> String {
-    format!("{WORKSPACE_CHANNEL}{workspace}")
+/// The broker topic of a workspace.
+pub fn channel(workspace: &str) -> Topic {
+    Topic::Workspace(workspace.to_owned())
 }
 
 /// The Socket.IO room of a workspace.
@@ -38,21 +37,17 @@ pub fn envelope(frame: &Utf8Bytes, except: Option<Sid>) -> Bytes {
     out.freeze()
 }
 
-/// Hands a delivery to the local members of its room.
-pub fn deliver(namespace: &Namespace, delivery: &Delivery) {
-    let Some(workspace) = delivery.channel.strip_prefix(WORKSPACE_CHANNEL) else {
-        return;
-    };
-    let payload = &delivery.payload;
+/// Hands a payload delivered on a workspace's topic to the local members of its room.
+pub fn deliver(namespace: &Namespace, workspace: &str, payload: &Bytes) {
     let Some(split) = payload.iter().position(|b| *b == b'\n') else {
-        tracing::warn!(channel = %delivery.channel, "broker payload without an envelope");
+        tracing::warn!(%workspace, "broker payload without an envelope");
         return;
     };
     let except = std::str::from_utf8(&payload[..split])
         .ok()
         .and_then(Sid::parse);
     let Ok(frame) = Utf8Bytes::try_from(payload.slice(split + 1..)) else {
-        tracing::warn!(channel = %delivery.channel, "broker payload is not text");
+        tracing::warn!(%workspace, "broker payload is not text");
         return;
     };
     let room = room(workspace);
@@ -63,4 +58,14 @@ pub fn deliver(namespace: &Namespace, delivery: &Delivery) {
     };
     let sent = broadcast.emit_encoded(&frame);
     metrics::counter!("switchboard_broadcast_deliveries_total").increment(sent as u64);
+}
+
+/// The broker lost its subscriptions for a while: room broadcasts published
+/// in between never reached this node's sockets. This only records it (a
+/// warning and `switchboard_broker_resubscriptions_total{consumer="chat"}`);
+/// chat clients are not caught up from the Store here.
+pub fn resubscribed() {
+    tracing::warn!("broker resubscribed: room broadcasts may have been missed");
+    metrics::counter!("switchboard_broker_resubscriptions_total", "consumer" => "chat")
+        .increment(1);
 }
