@@ -60,8 +60,20 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// A failure is one line on stderr (the causes joined with `: `, no backtrace
+/// whatever `RUST_BACKTRACE` says) and exit status 1.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Serve { settings, dev } => {
             let settings = Settings::load(&settings)?;
             init_logs(&settings);
