@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 
 use crate::collab::Collab;
 use crate::config::Settings;
-use crate::notify::Hub;
+use crate::http::dev::DevHooks;
+use crate::notify::{Hub, Publisher};
 use crate::realtime::{self, fanout, presence, ConnectionCounts, Typing, Writer};
 
 /// Shared state of one server process.
@@ -25,14 +26,13 @@ pub struct App {
     pub presence: Arc<dyn Presence>,
     pub typing: Typing,
     pub connections: ConnectionCounts,
-    /// `serve --dev`: the demo conveniences and test hooks are on.
-    pub dev: bool,
-    /// Dev-mode test hook: this node stops refreshing its presence entries, as a
-    /// node that hangs would, so their expiry can be observed.
-    pub presence_refresh_paused: std::sync::atomic::AtomicBool,
-    /// The main Socket.IO namespace, once built.
-    pub namespace: Arc<OnceLock<Namespace>>,
+    /// `serve --dev` only: its test hooks (the demo routes are mounted too).
+    pub dev: Option<DevHooks>,
+    /// The main Socket.IO namespace.
+    pub namespace: Namespace,
     pub hub: Arc<Hub>,
+    /// Stores and publishes notifications, in id order on this node.
+    pub notifier: Publisher,
     pub collab: Arc<Collab>,
     pub metrics: PrometheusHandle,
 }
@@ -48,6 +48,39 @@ impl App {
             return Ok(true);
         }
         Ok(self.store.is_member(&user.id, workspace).await?)
+    }
+}
+
+/// Where the broker's events go: each delivery once, to the consumer of its
+/// topic's kind; a resubscription to all three.
+struct Consumers {
+    rooms: Namespace,
+    users: Arc<Hub>,
+    documents: Arc<Collab>,
+}
+
+impl Consumers {
+    fn handle(&self, event: BrokerEvent) {
+        match event {
+            BrokerEvent::Delivery { topic, payload } => match topic {
+                Topic::Workspace(workspace) => fanout::deliver(&self.rooms, &workspace, &payload),
+                Topic::User(user) => self.users.deliver(&user, &payload),
+                Topic::Document(document) => self.documents.deliver(&document, &payload),
+            },
+            BrokerEvent::Resubscribed => {
+                fanout::resubscribed();
+                self.users.resubscribed();
+                self.documents.resubscribed();
+            }
+            BrokerEvent::Down => {
+                tracing::warn!("broker connection lost");
+                metrics::gauge!("switchboard_broker_up").set(0.0);
+            }
+            BrokerEvent::Up => {
+                tracing::info!("broker connection back");
+                metrics::gauge!("switchboard_broker_up").set(1.0);
+            }
+        }
     }
 }
 
@@ -94,106 +127,87 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
     let store = switchboard_store::connect(&settings.database_url)
         .await
         .with_context(|| format!("opening the store at {}", settings.database_url))?;
-    let metrics = PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    // The recorder is process-wide: a second App in one process (tests) shares
+    // the first one's, and renders its own, empty, handle.
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    if metrics::set_global_recorder(recorder).is_err() {
+        tracing::debug!("a metrics recorder is installed already");
+    }
 
-    // Deliveries reach the Socket.IO namespace and the notification hub, which
-    // exist only once the broker does: they are filled in below.
-    let namespace: Arc<OnceLock<Namespace>> = Arc::default();
-    let hub: Arc<OnceLock<Arc<Hub>>> = Arc::default();
-    let collab: Arc<OnceLock<Arc<Collab>>> = Arc::default();
-    let (to_rooms, to_users, to_documents) = (namespace.clone(), hub.clone(), collab.clone());
-    // Each event goes once to the consumer of its topic's kind; a
-    // resubscription to all three.
-    let deliver = move |event: BrokerEvent| match event {
-        BrokerEvent::Delivery { topic, payload } => match topic {
-            Topic::Workspace(workspace) => {
-                if let Some(ns) = to_rooms.get() {
-                    fanout::deliver(ns, &workspace, &payload);
-                }
+    // The broker hands its events to the consumers, which need the broker to
+    // exist first: they are filled in once, below, before anything subscribes.
+    let consumers: Arc<OnceLock<Consumers>> = Arc::default();
+    let to_consumers = consumers.clone();
+    let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = switchboard_broker::connect(
+        &settings.broker,
+        &settings.redis_prefix,
+        Arc::new(move |event| {
+            if let Some(consumers) = to_consumers.get() {
+                consumers.handle(event);
             }
-            Topic::User(user) => {
-                if let Some(hub) = to_users.get() {
-                    hub.deliver(&user, &payload);
-                }
-            }
-            Topic::Document(document) => {
-                if let Some(collab) = to_documents.get() {
-                    collab.deliver(&document, &payload);
-                }
-            }
-        },
-        BrokerEvent::Resubscribed => {
-            fanout::resubscribed();
-            if let Some(hub) = to_users.get() {
-                hub.resubscribed();
-            }
-            if let Some(collab) = to_documents.get() {
-                collab.resubscribed();
-            }
-        }
-        BrokerEvent::Down => {
-            tracing::warn!("broker connection lost");
-            metrics::gauge!("switchboard_broker_up").set(0.0);
-        }
-        BrokerEvent::Up => {
-            tracing::info!("broker connection back");
-            metrics::gauge!("switchboard_broker_up").set(1.0);
-        }
-    };
-    let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) =
-        switchboard_broker::connect(&settings.broker, &settings.redis_prefix, Arc::new(deliver))
-            .await
-            .with_context(|| format!("connecting to the broker at {}", settings.broker))?;
-    let notification_hub = Arc::new(Hub::new(broker.clone(), settings.max_streams_per_user));
-    let _ = hub.set(notification_hub.clone());
-    let documents = Arc::new(Collab::new(
+        }),
+    )
+    .await
+    .with_context(|| format!("connecting to the broker at {}", settings.broker))?;
+    let hub = Arc::new(Hub::new(broker.clone(), settings.max_streams_per_user));
+    let collab = Arc::new(Collab::new(
         store.clone(),
         broker.clone(),
         settings.collab.clone(),
     ));
-    let _ = collab.set(documents.clone());
-
     let last_published = store
         .max_message_id()
         .await
         .context("reading the last message id")?;
-    let app = Arc::new_cyclic(|app| App {
-        limits: MessageLimits {
-            max_chars: settings.max_message_chars,
-        },
-        writer: Writer::start(app.clone(), last_published),
-        presence,
-        typing: Typing::default(),
-        connections: ConnectionCounts::default(),
-        dev,
-        presence_refresh_paused: Default::default(),
-        namespace: namespace.clone(),
-        hub: notification_hub,
-        collab: documents,
-        auth,
-        store,
-        broker,
-        metrics,
-        settings,
+    let engine = EngineConfig {
+        ping_interval: settings.ping_interval,
+        ping_timeout: settings.ping_timeout,
+        max_payload: settings.max_payload,
+        ws_write_coalesce: settings.ws_write_coalesce,
+        ..EngineConfig::default()
+    };
+    let mut built = None;
+    let app = Arc::new_cyclic(|app| {
+        let io = SocketIo::builder()
+            .engine_config(engine)
+            .io_config(IoConfig {
+                recovery: true,
+                ..IoConfig::default()
+            })
+            .namespace("/", realtime::Realtime::new(app.clone()))
+            .build();
+        #[allow(clippy::expect_used)]
+        let namespace = io
+            .namespace("/")
+            .expect("the namespace \"/\" was registered just above");
+        built = Some(io);
+        App {
+            limits: MessageLimits {
+                max_chars: settings.max_message_chars,
+            },
+            writer: Writer::start(app.clone(), last_published),
+            presence,
+            typing: Typing::default(),
+            connections: ConnectionCounts::default(),
+            dev: dev.then(DevHooks::default),
+            notifier: Publisher::new(store.clone(), broker.clone()),
+            namespace,
+            hub,
+            collab,
+            auth,
+            store,
+            broker,
+            metrics,
+            settings,
+        }
     });
-    let io = SocketIo::builder()
-        .engine_config(EngineConfig {
-            ping_interval: app.settings.ping_interval,
-            ping_timeout: app.settings.ping_timeout,
-            max_payload: app.settings.max_payload,
-            ws_write_coalesce: app.settings.ws_write_coalesce,
-            ..EngineConfig::default()
-        })
-        .io_config(IoConfig {
-            recovery: true,
-            ..IoConfig::default()
-        })
-        .namespace("/", realtime::Realtime::new(app.clone()))
-        .build();
-    let main_namespace = io.namespace("/").context("main namespace missing")?;
-    let _ = namespace.set(main_namespace);
+    let io = built.context("the Socket.IO server was not built")?;
+    let _ = consumers.set(Consumers {
+        rooms: app.namespace.clone(),
+        users: app.hub.clone(),
+        documents: app.collab.clone(),
+    });
     tokio::spawn(presence::housekeeping(
         Arc::downgrade(&app),
         app.settings.presence_ttl / 3,
@@ -225,10 +239,8 @@ pub async fn serve(settings: Settings, dev: bool) -> anyhow::Result<()> {
         () = &mut server => {}
         _ = shutdown_signal() => {
             let _ = stop.send(());
-            if let Some(namespace) = app.namespace.get() {
-                for socket in namespace.sockets() {
-                    socket.close_connection();
-                }
+            for socket in app.namespace.sockets() {
+                socket.close_connection();
             }
             let drained = async {
                 app.collab.shutdown().await;
@@ -244,7 +256,10 @@ pub async fn serve(settings: Settings, dev: bool) -> anyhow::Result<()> {
 
 fn print_dev_banner(app: &App) -> anyhow::Result<()> {
     println!("switchboard dev mode: http://{}", app.settings.bind);
-    println!("API key: {}", app.settings.api_key.as_deref().unwrap_or(""));
+    println!(
+        "API key: {}",
+        app.settings.api_keys().next().unwrap_or_default()
+    );
     for (user, name) in crate::http::dev::DEMO_USERS {
         let token =
             crate::http::dev::demo_token(app, user, name).map_err(|e| anyhow::anyhow!(e.0))?;

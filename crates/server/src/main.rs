@@ -10,6 +10,8 @@ mod config;
 mod http;
 mod notify;
 mod realtime;
+#[cfg(test)]
+mod testing;
 
 use std::time::Duration;
 

@@ -19,9 +19,9 @@
 //! The HTTP upgrade (auth, access, limits) lives in `http::collab`.
 
 mod connection;
-mod room;
 #[cfg(test)]
 mod in_process_tests;
+mod room;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

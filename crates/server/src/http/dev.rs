@@ -71,7 +71,7 @@ async fn demo_session(State(app): State<Arc<App>>) -> Result<impl IntoResponse, 
         users.push(json!({ "id": id, "name": name, "token": token }));
     }
     Ok(Json(json!({
-        "apiKey": app.settings.api_key,
+        "apiKey": app.settings.api_keys().next(),
         "workspaces": DEMO_WORKSPACES,
         "users": users,
     })))
@@ -80,7 +80,29 @@ async fn demo_session(State(app): State<Arc<App>>) -> Result<impl IntoResponse, 
 /// `POST /api/dev/presence/pause` (API key): this node stops refreshing its
 /// presence entries, as a hung node would.
 async fn pause_presence_refresh(State(app): State<Arc<App>>, _: ApiKeyAuth) -> StatusCode {
-    app.presence_refresh_paused
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(hooks) = &app.dev {
+        hooks
+            .presence_refresh_paused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     StatusCode::NO_CONTENT
+}
+
+/// What only `serve --dev` has: test hooks that change how the node behaves.
+#[derive(Debug, Default)]
+pub struct DevHooks {
+    /// This node stops refreshing its presence entries, as a node that hangs
+    /// would, so their expiry can be observed.
+    pub presence_refresh_paused: std::sync::atomic::AtomicBool,
+}
+
+impl DevHooks {
+    /// Whether presence refresh was paused by the test hook.
+    pub fn presence_paused(app: &App) -> bool {
+        app.dev.as_ref().is_some_and(|hooks| {
+            hooks
+                .presence_refresh_paused
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
 }

@@ -68,7 +68,7 @@ pub fn router(app: Arc<App>, io: &SocketIo) -> Router {
 
 /// The routes of `serve --dev` (demo page and test hooks), or none.
 fn dev_routes(app: &App) -> Router<Arc<App>> {
-    if app.dev {
+    if app.dev.is_some() {
         dev::routes()
     } else {
         Router::new()

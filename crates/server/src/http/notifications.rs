@@ -271,7 +271,7 @@ pub async fn create(
         created_at: switchboard_core::time::now_millis(),
     };
     new.check(app.settings.max_notification_bytes)?;
-    let stored = app.writer.notify(new).await?;
+    let stored = app.notifier.notify(new).await?;
     let body = json!({ "id": stored.id, "createdAt": switchboard_core::time::rfc3339_millis(stored.created_at) });
     Ok((StatusCode::CREATED, Json(body)))
 }

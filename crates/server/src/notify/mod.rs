@@ -16,6 +16,11 @@ use bytes::Bytes;
 use switchboard_core::{Broker, Error, ErrorCode, Notification, Topic};
 use tokio::sync::mpsc;
 
+mod publisher;
+#[cfg(test)]
+mod tests;
+pub use publisher::Publisher;
+
 /// The broker topic of a user's notifications.
 pub fn channel(user: &str) -> Topic {
     Topic::User(user.to_owned())

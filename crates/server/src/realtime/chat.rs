@@ -61,7 +61,7 @@ async fn join(app: &Arc<App>, socket: &Socket, user: &User, args: Vec<Value>) ->
     if !app.may_access(user, &workspace).await? {
         return Err(Error::forbidden());
     }
-    app.writer.join(socket, workspace.clone(), since).await?;
+    super::admission::admit(app, socket, vec![workspace.clone()], since, true).await?;
     presence::entered(app, socket, user, &workspace).await;
     Ok(Map::new())
 }

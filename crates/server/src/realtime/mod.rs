@@ -1,17 +1,22 @@
 //! The Socket.IO side of Switchboard: authenticating a CONNECT, recovering a
 //! session, and running each socket's events one at a time, in order.
 //!
-//! Event handlers are in `chat.rs`; the node's writer in `writer.rs`;
+//! Event handlers are in `chat.rs`; the node's ordering task in `writer.rs`;
+//! replaying history to a socket and putting it in rooms in `admission.rs`;
 //! presence and typing in `presence.rs`; broker channels and the delivery to
 //! local rooms in `fanout.rs`. Per-user connection counts and rate limits are here.
 
+mod admission;
 mod chat;
 pub mod fanout;
 pub mod presence;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
@@ -26,13 +31,14 @@ pub use writer::Writer;
 
 use crate::app::App;
 
-/// The handler of the main namespace.
+/// The handler of the main namespace. It holds the app weakly: the app holds
+/// the namespace, which holds this handler.
 pub struct Realtime {
-    app: Arc<App>,
+    app: Weak<App>,
 }
 
 impl Realtime {
-    pub fn new(app: Arc<App>) -> Self {
+    pub fn new(app: Weak<App>) -> Self {
         Self { app }
     }
 }
@@ -119,12 +125,15 @@ impl Handler for Realtime {
         request: ConnectRequest,
     ) -> BoxFuture<'a, Result<Connected, ConnectError>> {
         Box::pin(async move {
+            let Some(app) = self.app.upgrade() else {
+                return Err(ConnectError::new("shutting down"));
+            };
             let token = request
                 .auth
                 .get("token")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            let user = match self.app.auth.verify(token) {
+            let user = match app.auth.verify(token) {
                 Ok(user) => user,
                 Err(e) => {
                     tracing::debug!(error = %e, "connection refused");
@@ -132,7 +141,7 @@ impl Handler for Realtime {
                     return Err(ConnectError::new("Authentication failed"));
                 }
             };
-            if self.app.connections.count(&user.id) >= self.app.settings.max_connections_per_user {
+            if app.connections.count(&user.id) >= app.settings.max_connections_per_user {
                 count_error(ErrorCode::RateLimited);
                 return Err(ConnectError::new("Too many connections"));
             }
@@ -140,13 +149,11 @@ impl Handler for Realtime {
                 user: user.clone(),
                 transport: socket.transport().as_str(),
                 queue: Mutex::default(),
-                bucket: Mutex::new(TokenBucket::new(self.app.settings.events_per_second)),
-                typing_bucket: Mutex::new(TokenBucket::new(
-                    self.app.settings.typing_events_per_second,
-                )),
+                bucket: Mutex::new(TokenBucket::new(app.settings.events_per_second)),
+                typing_bucket: Mutex::new(TokenBucket::new(app.settings.typing_events_per_second)),
             });
             match request.recovery {
-                Some(recovery) if recover(&self.app, socket, &user, &recovery).await => {
+                Some(recovery) if recover(&app, socket, &user, &recovery).await => {
                     Ok(Connected::Recovered)
                 }
                 _ => Ok(Connected::Fresh),
@@ -155,10 +162,13 @@ impl Handler for Realtime {
     }
 
     fn connected(&self, socket: &Socket, recovered: bool) {
+        let Some(app) = self.app.upgrade() else {
+            return;
+        };
         let transport = socket.data::<Conn>().map_or("unknown", |c| c.transport);
         metrics::gauge!("switchboard_connections", "transport" => transport).increment(1.0);
         if let Some(conn) = socket.data::<Conn>() {
-            self.app.connections.add(&conn.user.id);
+            app.connections.add(&conn.user.id);
         }
         if recovered {
             metrics::counter!("switchboard_recoveries_total").increment(1);
@@ -166,7 +176,7 @@ impl Handler for Realtime {
     }
 
     fn event(&self, socket: &Socket, event: Event) {
-        let Some(conn) = socket.data::<Conn>() else {
+        let (Some(app), Some(conn)) = (self.app.upgrade(), socket.data::<Conn>()) else {
             return;
         };
         metrics::counter!("switchboard_events_in_total").increment(1);
@@ -186,22 +196,24 @@ impl Handler for Realtime {
             !std::mem::replace(&mut queue.running, true)
         };
         if start {
-            tokio::spawn(work_through_events(self.app.clone(), socket.clone()));
+            tokio::spawn(work_through_events(app, socket.clone()));
         }
     }
 
     fn disconnect(&self, socket: &Socket, reason: DisconnectReason) {
+        let Some(app) = self.app.upgrade() else {
+            return;
+        };
         let transport = socket.data::<Conn>().map_or("unknown", |c| c.transport);
         metrics::gauge!("switchboard_connections", "transport" => transport).decrement(1.0);
         if let Some(conn) = socket.data::<Conn>() {
-            self.app.connections.remove(&conn.user.id);
+            app.connections.remove(&conn.user.id);
         }
         let workspaces: Vec<String> = socket
             .rooms()
             .iter()
             .filter_map(|r| fanout::workspace_of_room(r).map(str::to_owned))
             .collect();
-        let app = self.app.clone();
         let pid = socket
             .pid()
             .filter(|_| matches!(reason, DisconnectReason::Transport(_)));
@@ -225,6 +237,15 @@ impl Handler for Realtime {
             }
         });
     }
+}
+
+/// Whether the socket's events are being handled right now (tests look at a
+/// join that is still replaying).
+#[cfg(test)]
+pub(crate) fn is_handling_events(socket: &Socket) -> bool {
+    socket
+        .data::<Conn>()
+        .is_some_and(|conn| lock(&conn.queue).running)
 }
 
 /// Runs a socket's queued events one after another, then ends.
@@ -321,11 +342,7 @@ async fn recover(app: &Arc<App>, socket: &Socket, user: &User, request: &Recover
             accessible.push(workspace);
         }
     }
-    if let Err(e) = app
-        .writer
-        .admit(socket, accessible.clone(), Some(offset))
-        .await
-    {
+    if let Err(e) = admission::admit(app, socket, accessible.clone(), Some(offset), false).await {
         tracing::warn!(error = %e, "rejoining workspaces during recovery failed");
         return false;
     }

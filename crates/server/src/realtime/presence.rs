@@ -152,10 +152,7 @@ pub async fn housekeeping(app: Weak<App>, every: Duration) {
     loop {
         tick.tick().await;
         let Some(app) = app.upgrade() else { return };
-        if !app
-            .presence_refresh_paused
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if !crate::http::dev::DevHooks::presence_paused(&app) {
             refresh_local_entries(&app).await;
         }
         expire_entries(&app).await;
@@ -176,9 +173,7 @@ pub async fn typing_housekeeping(app: Weak<App>) {
 }
 
 async fn refresh_local_entries(app: &Arc<App>) {
-    let Some(namespace) = app.namespace.get() else {
-        return;
-    };
+    let namespace = &app.namespace;
     for room in namespace.rooms() {
         let Some(workspace) = fanout::workspace_of_room(&room) else {
             continue;

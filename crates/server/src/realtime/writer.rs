@@ -1,24 +1,29 @@
-//! The node's writer: the one task that persists chat messages, publishes every
-//! workspace broadcast, and admits sockets into workspace rooms.
+//! The node's ordering task: the one task that stores chat messages and
+//! publishes every workspace broadcast of this node, in id order, and the last,
+//! bounded step of admitting a socket into workspace rooms.
 //!
-//! Everything that must not interleave goes through it, notifications too. A message is stored
-//! before it is broadcast. Broadcasts leave this node in the order of message
-//! ids, across all workspaces, so every socket receives them in id order, and a
-//! socket that has received the broadcast carrying offset N has received every
-//! message up to N of its workspaces. That is what makes Socket.IO's single
-//! recovery offset exact. A message's offset is its id; any other broadcast's
-//! is the highest message id published so far. A replay to one socket sends
-//! older messages (each with its own id as offset), so a `joined` event follows
-//! it, carrying the highest id published so far as its offset: by then the
+//! Only what must not interleave goes through it. A message is stored before it
+//! is broadcast. Broadcasts leave this node in the order of message ids, across
+//! all workspaces, so every socket receives them in id order, and a socket that
+//! has received the broadcast carrying offset N has received every message up
+//! to N of its workspaces. That is what makes Socket.IO's single recovery offset
+//! exact. A message's offset is its id; any other broadcast's is the highest
+//! message id published so far.
+//!
+//! Admission (`admission.rs`) replays a socket's history outside this task, at
+//! the client's pace; only the last few messages between the end of that replay
+//! and the room join are sent from here ([`Writer::enter`]), at most
+//! [`ENTER_TAIL`] of them, without waiting for the client. A `joined` event
+//! follows, carrying the highest id published so far as its offset: by then the
 //! socket has been sent everything up to that id in all its workspaces.
+//! Notifications have their own ordering (`notify/publisher.rs`).
 //!
 //! Messages waiting together are stored in one transaction.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
-use switchboard_core::{Error, Message, NewMessage, NewNotification, Notification};
+use switchboard_core::{Error, Message, NewMessage};
 use switchboard_socketio::{encode_event_frame, Socket, Utf8Bytes};
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,8 +32,9 @@ use crate::app::App;
 
 /// Most messages stored in one transaction.
 const MAX_BATCH: usize = 64;
-/// Messages fetched per page while replaying.
-const REPLAY_PAGE: u32 = 500;
+/// Most messages [`Writer::enter`] sends from inside the task; a socket further
+/// behind is told so and catches up outside it first.
+pub const ENTER_TAIL: u32 = 64;
 /// Commands that may wait for the writer.
 const QUEUE: usize = 4096;
 
@@ -36,21 +42,40 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Command {
     Send(NewMessage, Reply<Message>),
-    Notify(NewNotification, Reply<Notification>),
     Publish {
         workspace: String,
         event: String,
         data: Value,
         reply: Reply<()>,
     },
-    Admit {
+    Enter {
         socket: Socket,
-        workspaces: Vec<String>,
-        since: Option<i64>,
-        /// Emit `joined` for the (single) workspace once admitted.
-        announce: bool,
-        reply: Reply<()>,
+        entry: Entry,
+        reply: Reply<Entered>,
     },
+}
+
+/// What [`Writer::enter`] is asked to do for one socket.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Workspaces whose rooms the socket enters (it is subscribed to them).
+    pub workspaces: Vec<String>,
+    /// The socket has been sent every message of `workspaces` up to this id;
+    /// `None`: it wants no history.
+    pub after: Option<i64>,
+    /// Workspaces to confirm with a `joined` event once entered.
+    pub announce: Vec<String>,
+}
+
+/// The outcome of [`Writer::enter`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Entered {
+    /// In the rooms, every missed message sent, `joined` emitted.
+    Done,
+    /// Not entered: more than [`ENTER_TAIL`] messages are missing, or the
+    /// socket's queue has no room for them. It has been sent every message up
+    /// to this id; catch up outside the writer, then ask again.
+    Behind(i64),
 }
 
 /// A handle on the writer task.
@@ -82,14 +107,6 @@ impl Writer {
         self.ask(|reply| Command::Send(message, reply)).await
     }
 
-    /// Stores a notification, then publishes it to the user's streams and polls
-    /// on every node. Through the writer so that, on this node, notifications
-    /// are committed and published in id order: a client resuming after the
-    /// last id it saw can then never miss an earlier one committed later.
-    pub async fn notify(&self, notification: NewNotification) -> Result<Notification, Error> {
-        self.ask(|reply| Command::Notify(notification, reply)).await
-    }
-
     /// Broadcasts an event (not stored) to a workspace, on every node.
     pub async fn publish(
         &self,
@@ -106,38 +123,15 @@ impl Writer {
         .await
     }
 
-    /// Puts a socket in the rooms of these workspaces, first sending it every
-    /// message of them after `since`, in id order.
-    pub async fn admit(
-        &self,
-        socket: &Socket,
-        workspaces: Vec<String>,
-        since: Option<i64>,
-    ) -> Result<(), Error> {
+    /// The last step of admission: sends the socket the few messages it is
+    /// still missing, puts it in the rooms and emits `joined`, between two
+    /// broadcasts, so that it misses none and gets none twice. Bounded work:
+    /// answers [`Entered::Behind`] rather than wait for a slow socket.
+    pub async fn enter(&self, socket: &Socket, entry: Entry) -> Result<Entered, Error> {
         let socket = socket.clone();
-        self.ask(|reply| Command::Admit {
+        self.ask(|reply| Command::Enter {
             socket,
-            workspaces,
-            since,
-            announce: false,
-            reply,
-        })
-        .await
-    }
-
-    /// `join_workspace`: as [`Writer::admit`] for one workspace, then `joined`.
-    pub async fn join(
-        &self,
-        socket: &Socket,
-        workspace: String,
-        since: Option<i64>,
-    ) -> Result<(), Error> {
-        let socket = socket.clone();
-        self.ask(|reply| Command::Admit {
-            socket,
-            workspaces: vec![workspace],
-            since,
-            announce: true,
+            entry,
             reply,
         })
         .await
@@ -184,9 +178,6 @@ async fn run(
                 }
                 state.store_and_publish(batch).await;
             }
-            Command::Notify(notification, reply) => {
-                let _ = reply.send(state.notify(&notification).await);
-            }
             Command::Publish {
                 workspace,
                 event,
@@ -195,18 +186,12 @@ async fn run(
             } => {
                 let _ = reply.send(state.publish_event(&workspace, &event, &data).await);
             }
-            Command::Admit {
+            Command::Enter {
                 socket,
-                workspaces,
-                since,
-                announce,
+                entry,
                 reply,
             } => {
-                let mut admitted = state.admit(&socket, &workspaces, since).await;
-                if admitted.is_ok() && announce {
-                    admitted = state.announce(&socket, &workspaces);
-                }
-                let _ = reply.send(admitted);
+                let _ = reply.send(state.enter(&socket, entry).await);
             }
         }
         last_published = state.last_published;
@@ -214,7 +199,7 @@ async fn run(
 }
 
 /// A frame of the `message` event with its recovery offset.
-fn message_frame(message: &Message, offset: i64) -> Result<Utf8Bytes, Error> {
+pub fn message_frame(message: &Message, offset: i64) -> Result<Utf8Bytes, Error> {
     encode_event_frame("/", "message", (message, offset.to_string())).map_err(Error::internal)
 }
 
@@ -242,18 +227,6 @@ impl State {
         }
     }
 
-    async fn notify(&self, notification: &NewNotification) -> Result<Notification, Error> {
-        let stored = self.app.store.insert_notification(notification).await?;
-        metrics::counter!("switchboard_notifications_persisted_total").increment(1);
-        // Stored: a failed publish is caught up by Last-Event-ID or the next poll.
-        let payload = crate::notify::payload(&stored)?;
-        let channel = crate::notify::channel(&stored.user_id);
-        if let Err(e) = self.app.broker.publish(&channel, payload).await {
-            tracing::error!(error = %e, id = stored.id, "publishing a stored notification failed");
-        }
-        Ok(stored)
-    }
-
     async fn publish_event(
         &mut self,
         workspace: &str,
@@ -279,106 +252,37 @@ impl State {
         }
     }
 
-    /// Replays, then joins. A socket already in a room has been sent everything
-    /// since it entered, so that workspace is neither replayed nor joined again.
-    async fn admit(
-        &mut self,
-        socket: &Socket,
-        workspaces: &[String],
-        since: Option<i64>,
-    ) -> Result<(), Error> {
-        let new: Vec<String> = workspaces
-            .iter()
-            .filter(|w| !socket.in_room(&fanout::room(w)))
-            .cloned()
-            .collect();
-        if new.is_empty() {
-            return Ok(());
-        }
-        let limit = self.app.settings.max_rooms_per_connection;
-        let joined = socket
-            .rooms()
-            .iter()
-            .filter(|r| fanout::workspace_of_room(r).is_some())
-            .count();
-        if joined + new.len() > limit {
-            return Err(Error::invalid(format!(
-                "a connection may be in at most {limit} workspaces"
-            )));
-        }
-        for workspace in &new {
-            self.app
-                .broker
-                .subscribe(&fanout::channel(workspace))
+    async fn enter(&self, socket: &Socket, entry: Entry) -> Result<Entered, Error> {
+        if let Some(after) = entry.after.filter(|_| !entry.workspaces.is_empty()) {
+            let missing = self
+                .app
+                .store
+                .messages_since(&entry.workspaces, after, ENTER_TAIL)
                 .await?;
-        }
-        if let Some(since) = since {
-            if let Err(e) = self.replay(socket, &new, since).await {
-                for workspace in &new {
-                    let _ = self
-                        .app
-                        .broker
-                        .unsubscribe(&fanout::channel(workspace))
-                        .await;
-                }
-                return Err(e);
+            let (queued, capacity) = socket.queued_frames();
+            if queued + missing.len() > capacity / 2 {
+                return Ok(Entered::Behind(after));
+            }
+            let mut sent = after;
+            for message in &missing {
+                socket
+                    .emit_encoded(&message_frame(message, message.id)?)
+                    .map_err(|e| Error::internal(e.to_string()))?;
+                sent = message.id;
+            }
+            if missing.len() == ENTER_TAIL as usize {
+                return Ok(Entered::Behind(sent));
             }
         }
-        for workspace in &new {
+        for workspace in &entry.workspaces {
             socket.join(&fanout::room(workspace));
         }
-        Ok(())
-    }
-
-    /// `joined` `{ workspaceId }`, with the highest id published so far as offset.
-    fn announce(&self, socket: &Socket, workspaces: &[String]) -> Result<(), Error> {
-        for workspace in workspaces {
+        for workspace in &entry.announce {
             let body = serde_json::json!({ "workspaceId": workspace });
             socket
                 .emit("joined", (&body, self.last_published.to_string()))
                 .map_err(|e| Error::internal(e.to_string()))?;
         }
-        Ok(())
+        Ok(Entered::Done)
     }
-
-    async fn replay(
-        &self,
-        socket: &Socket,
-        workspaces: &[String],
-        since: i64,
-    ) -> Result<(), Error> {
-        let mut cursor = since;
-        loop {
-            let page = self
-                .app
-                .store
-                .messages_since(workspaces, cursor, REPLAY_PAGE)
-                .await?;
-            for message in &page {
-                wait_for_room(socket).await?;
-                let frame = message_frame(message, message.id)?;
-                socket
-                    .emit_encoded(&frame)
-                    .map_err(|e| Error::internal(e.to_string()))?;
-                cursor = message.id;
-            }
-            if page.len() < REPLAY_PAGE as usize {
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// Waits while the socket's queue is more than half full, so a long replay
-/// follows the client's pace instead of overflowing its queue. Bounded: the
-/// writer serves every workspace of the node.
-async fn wait_for_room(socket: &Socket) -> Result<(), Error> {
-    for _ in 0..400 {
-        let (queued, capacity) = socket.queued_frames();
-        if queued <= capacity / 2 {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Err(Error::internal("client too slow to replay to"))
 }
