@@ -11,6 +11,7 @@ use crate::engine::CloseReason;
 use crate::packet::{encode_ack, Args};
 use crate::socket::Socket;
 
+/// A boxed, `Send` future borrowing for `'a`, as [`Handler::connect`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The application side of one namespace.
@@ -72,10 +73,12 @@ pub enum Connected {
 /// A refused CONNECT; the client's `connect_error` gets `message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectError {
+    /// The text sent in the CONNECT_ERROR packet's `message` field.
     pub message: String,
 }
 
 impl ConnectError {
+    /// A refusal with this message.
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -86,10 +89,12 @@ impl ConnectError {
 /// An event sent by a client.
 #[derive(Debug)]
 pub struct Event {
+    /// The event name (the first element of the packet's array).
     pub name: String,
     /// The arguments after the name. Binary ones are `{"_placeholder":true,"num":N}`
     /// objects that stand for `binary[N]`.
     pub args: Vec<Value>,
+    /// The binary attachments, in the order the placeholders number them.
     pub binary: Vec<Bytes>,
     /// Present when the client asked for an acknowledgement.
     pub ack: Option<AckSender>,
@@ -120,7 +125,9 @@ impl AckSender {
 /// A reply to a server-sent event with an acknowledgement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AckReply {
+    /// The arguments of the client's ack (binary ones as placeholders).
     pub args: Vec<Value>,
+    /// The binary attachments of the ack; empty unless it was a BINARY_ACK.
     pub binary: Vec<Bytes>,
 }
 

@@ -55,11 +55,13 @@ pub struct SocketIoBuilder {
 }
 
 impl SocketIoBuilder {
+    /// Sets the Engine.IO settings (default: [`EngineConfig::default`]).
     pub fn engine_config(mut self, config: EngineConfig) -> Self {
         self.engine = config;
         self
     }
 
+    /// Sets the Socket.IO settings (default: [`IoConfig::default`]).
     pub fn io_config(mut self, config: IoConfig) -> Self {
         self.io = config;
         self
@@ -72,6 +74,7 @@ impl SocketIoBuilder {
         self
     }
 
+    /// Builds the server with the namespaces given so far.
     pub fn build(self) -> SocketIo {
         let namespaces = self
             .namespaces
@@ -103,6 +106,7 @@ pub struct SocketIo {
 }
 
 impl SocketIo {
+    /// A builder with default settings and no namespace.
     pub fn builder() -> SocketIoBuilder {
         SocketIoBuilder::default()
     }
@@ -123,6 +127,7 @@ impl SocketIo {
             .map(Namespace)
     }
 
+    /// The Engine.IO settings the server was built with.
     pub fn engine_config(&self) -> &EngineConfig {
         self.engine.config()
     }

@@ -82,6 +82,7 @@ impl NamespaceInner {
 pub struct Namespace(pub(crate) Arc<NamespaceInner>);
 
 impl Namespace {
+    /// The namespace's name, as given to the builder (`"/"` for the main one).
     pub fn name(&self) -> &str {
         &self.0.name
     }

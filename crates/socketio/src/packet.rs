@@ -13,14 +13,23 @@ use serde_json::Value;
 /// Binary attachments a packet may announce. More is refused as invalid.
 pub const MAX_ATTACHMENTS: usize = 64;
 
+/// The Socket.IO packet type: the first digit of the text form (the discriminant).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PacketType {
+    /// `0`: joins a namespace (from a client, with optional auth), or accepts the
+    /// join (from the server, with the socket's `sid`).
     Connect = 0,
+    /// `1`: leaves a namespace; the connection stays open.
     Disconnect = 1,
+    /// `2`: an event, `[name, ...args]`, with an ack id if an answer is wanted.
     Event = 2,
+    /// `3`: the answer to an event, `[...args]`, with the event's ack id.
     Ack = 3,
+    /// `4`: a refused CONNECT, `{"message": ...}`. Only the server sends it.
     ConnectError = 4,
+    /// `5`: an event followed by as many binary frames as it announces.
     BinaryEvent = 5,
+    /// `6`: an ack followed by as many binary frames as it announces.
     BinaryAck = 6,
 }
 
@@ -47,10 +56,17 @@ impl PacketType {
 /// requires (an array for events and acks, an object for CONNECT).
 #[derive(Debug, PartialEq)]
 pub struct Packet {
+    /// The packet type.
     pub kind: PacketType,
+    /// The namespace, `"/"` when the packet names none.
     pub namespace: String,
+    /// Binary frames announced to follow (at most [`MAX_ATTACHMENTS`]); 0 unless
+    /// the type is [`PacketType::BinaryEvent`] or [`PacketType::BinaryAck`].
     pub attachments: usize,
+    /// The ack id: on an event, the client wants an answer with this id; on an
+    /// ack (where it is required), the server event it answers.
     pub ack_id: Option<u64>,
+    /// The decoded JSON payload.
     pub payload: Payload,
     /// The JSON had strings that are not valid Unicode (lone UTF-16 surrogate
     /// escapes); they were read as U+FFFD. The packet is well-formed, so the
@@ -58,8 +74,10 @@ pub struct Packet {
     pub lossy_text: bool,
 }
 
+/// The JSON payload of a client's packet, by packet type.
 #[derive(Debug, PartialEq)]
 pub enum Payload {
+    /// DISCONNECT: no payload.
     None,
     /// CONNECT: the auth object, if any.
     Connect(Option<serde_json::Map<String, Value>>),
@@ -69,16 +87,23 @@ pub enum Payload {
     Ack(Vec<Value>),
 }
 
+/// Why a client's Socket.IO packet was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// The first character is not a packet type digit `0` to `6`.
     #[error("unknown packet type")]
     UnknownType,
+    /// A binary packet without a valid `<n>-` count, or announcing more than
+    /// [`MAX_ATTACHMENTS`].
     #[error("bad attachment count")]
     BadAttachments,
+    /// The ack id is too long (over 15 digits), or missing from an ack.
     #[error("bad ack id")]
     BadAckId,
+    /// The payload is not JSON, or not the shape its packet type requires.
     #[error("payload is not valid JSON of the expected shape")]
     BadPayload,
+    /// CONNECT_ERROR, which only the server sends.
     #[error("packet type not accepted from a client")]
     NotFromClient,
 }

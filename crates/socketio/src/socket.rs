@@ -45,10 +45,13 @@ pub(crate) struct SocketInner {
 /// A packet could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum EmitError {
+    /// The arguments failed to serialise as JSON; nothing was sent.
     #[error("arguments could not be serialised: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The connection is closed.
     #[error("the socket is disconnected")]
     Closed,
+    /// The connection's outgoing queue is full; the connection is being closed.
     #[error("the client does not read fast enough; it is being disconnected")]
     SlowConsumer,
 }
@@ -56,10 +59,13 @@ pub enum EmitError {
 /// A server-sent event's acknowledgement did not come.
 #[derive(Debug, thiserror::Error)]
 pub enum AckError {
+    /// The event could not be sent.
     #[error(transparent)]
     Emit(#[from] EmitError),
+    /// The timeout passed without an acknowledgement.
     #[error("no acknowledgement within the timeout")]
     Timeout,
+    /// The socket left the namespace (or its connection closed) before acknowledging.
     #[error("the socket disconnected before acknowledging")]
     Disconnected,
 }
@@ -98,6 +104,7 @@ impl Socket {
         let _ = self.0.pid.set(pid);
     }
 
+    /// The name of the namespace this socket is connected to.
     pub fn namespace_name(&self) -> &str {
         self.0.namespace.name()
     }
@@ -107,6 +114,7 @@ impl Socket {
         self.0.session.transport()
     }
 
+    /// Whether the socket is in its namespace: its CONNECT was accepted and it has not left.
     pub fn is_connected(&self) -> bool {
         self.0.state.load(Ordering::Acquire) == CONNECTED
     }
@@ -224,6 +232,7 @@ impl Socket {
         lock(&self.0.rooms).clone()
     }
 
+    /// Whether this socket is in `room`.
     pub fn in_room(&self, room: &str) -> bool {
         lock(&self.0.rooms).iter().any(|r| &**r == room)
     }

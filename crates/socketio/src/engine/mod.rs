@@ -69,6 +69,7 @@ impl Default for EngineConfig {
 
 /// The layer above Engine.IO: per-session state, and what to do with each message.
 pub trait EngineHandler: Send + Sync + 'static {
+    /// The per-session state of the layer above, stored in each [`Session`].
     type State: SessionState;
 
     /// The state of a new session.
@@ -139,10 +140,12 @@ impl<H: EngineHandler> Engine<H> {
         Self { inner }
     }
 
+    /// The handler the engine hands messages to.
     pub fn handler(&self) -> &H {
         &self.inner.handler
     }
 
+    /// The settings the engine was created with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
     }

@@ -17,30 +17,43 @@ pub type Str = Utf8Bytes;
 /// An application message carried by Engine.IO (packet type `4`, or a binary frame).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
+    /// A text message: the packet's payload after the `4` type digit.
     Text(Utf8Bytes),
+    /// A binary message: a WebSocket binary frame, or a polling item `b` + base64
+    /// (decoded here).
     Binary(Bytes),
 }
 
 /// A packet received from a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Packet {
+    /// `1`: the client ends the session.
     Close,
     /// `2`, with the optional payload (`probe` during an upgrade).
     Ping(Utf8Bytes),
+    /// `3`, with its optional payload: the answer to a server ping.
     Pong(Utf8Bytes),
+    /// `4` (text) or a binary frame: data for the layer above.
     Message(Message),
+    /// `5`: the client completes the upgrade to WebSocket after the probe.
     Upgrade,
+    /// `6`: no operation; ignored.
     Noop,
 }
 
+/// Why a client's packet could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// The packet (or one item of a polling payload) has no bytes at all.
     #[error("empty packet")]
     Empty,
+    /// The first character is not a packet type a client may send (`1` to `6`).
     #[error("unknown packet type")]
     UnknownType,
+    /// A text item of a polling payload is not valid UTF-8.
     #[error("invalid UTF-8")]
     InvalidUtf8,
+    /// A polling item `b…` does not hold valid (padded, standard) base64.
     #[error("invalid base64 in a binary packet")]
     InvalidBase64,
 }
@@ -93,15 +106,21 @@ fn decode_payload_item(item: Bytes) -> Result<Packet, DecodeError> {
 /// Cloning is cheap (reference-counted), so one broadcast frame is shared by every recipient.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
+    /// A text packet, its type digit included (`4…`, `2`, `3probe`).
     Text(Utf8Bytes),
+    /// Raw binary data: a WebSocket binary frame, or `b` + base64 over polling.
     Binary(Bytes),
 }
 
 impl Frame {
+    /// The text of a server ping packet.
     pub const PING: &'static str = "2";
+    /// The text of a noop packet (answers a polling GET that must end, as during an upgrade).
     pub const NOOP: &'static str = "6";
+    /// The text of a close packet (tells a polling client its session is over).
     pub const CLOSE: &'static str = "1";
 
+    /// A text frame of static text, which must already start with its packet type.
     pub fn text_static(text: &'static str) -> Self {
         Frame::Text(Utf8Bytes::from_static(text))
     }

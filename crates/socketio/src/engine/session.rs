@@ -21,6 +21,7 @@ use crate::timer::lock;
 pub struct Sid([u8; 20]);
 
 impl Sid {
+    /// A new sid from 15 random bytes (OS entropy), base64url-encoded without padding.
     pub fn random() -> Self {
         let mut raw = [0u8; 15];
         // getrandom fails only if the OS has no entropy source at all, which we
@@ -47,6 +48,7 @@ impl Sid {
             .then_some(Sid(bytes))
     }
 
+    /// The 20 characters of the sid, as sent on the wire.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
@@ -67,11 +69,14 @@ impl fmt::Debug for Sid {
 /// The transport a session currently uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
+    /// HTTP long-polling: GETs receive frames, POSTs send them.
     Polling,
+    /// A WebSocket, opened directly or upgraded from polling.
     WebSocket,
 }
 
 impl Transport {
+    /// The name used in the `transport` query parameter and the handshake.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Polling => "polling",
@@ -104,8 +109,10 @@ pub enum CloseReason {
 /// The session was closed or its queue is full; the frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
+    /// The session is closed.
     #[error("session closed")]
     Closed,
+    /// The frames would take the queue past its limit (`max_queued_frames`).
     #[error("outgoing queue full")]
     Full,
 }
@@ -172,18 +179,22 @@ impl<S: SessionState> Session<S> {
         }
     }
 
+    /// The Engine.IO session id, fixed for the session's life.
     pub fn sid(&self) -> Sid {
         self.sid
     }
 
+    /// The state of the layer above.
     pub fn state(&self) -> &S {
         &self.state
     }
 
+    /// The transport in use now; it changes from polling to WebSocket on an upgrade.
     pub fn transport(&self) -> Transport {
         lock(&self.inner).transport
     }
 
+    /// Whether the session has been closed (for any reason).
     pub fn is_closed(&self) -> bool {
         lock(&self.inner).closed.is_some()
     }
