@@ -496,7 +496,7 @@ for (const store of STORES) {
       return db;
     };
     const start = async (db, env = {}) => {
-      const s = await startSwitchboard({ database: db.url, secret: "collab-persist", apiKey: "collab-persist-key", env });
+      const s = await startSwitchboard({ database: db.url, secret: "collab-persist-secret-0123456789", apiKey: "collab-persist-api-key-0123456789", env });
       servers.push(s);
       return s;
     };

@@ -28,7 +28,7 @@ for (const store of STORES) {
 
     test("history survives a restart on the same database and ids continue increasing", async () => {
       const ws = "durable";
-      const secret = "restart-secret";
+      const secret = "restart-secret-0123456789";
       const first = await startSwitchboard({ database: db.url, secret });
       servers.push(first);
       const alice = await clients.connect(first, { sub: "alice", workspaces: [ws, "durable-2"] });
