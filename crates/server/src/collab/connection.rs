@@ -11,22 +11,28 @@
 //! nothing (no pong, no message) for a whole interval is dropped, so a
 //! vanished client's awareness state is removed.
 //!
+//! Lifetime: the connection closes with 1008 at its token's `exp`. One timer
+//! serves both: it fires at the next ping or at `exp`, whichever is first.
+//!
 //! An idle connection spends its life in [`drive`]'s `select!`, so its task
 //! is as large as that wait; the rarer, larger steps (joining, handing
 //! messages to the room, writing, closing) are boxed.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_collab::protocol;
+use switchboard_core::time::now_millis;
 use switchboard_core::DocumentId;
 use switchboard_socketio::ws::{Incoming, ReadError, WebSocket, WsError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::room::Command;
-use super::{CloseCode, Collab, Outgoing, RoomHandle};
+use super::{CloseCode, Collab, Grant, Outgoing, RoomHandle};
 
 /// Frames queued for one client; past it the client is too slow and is dropped.
 const OUTBOX: usize = 256;
@@ -36,42 +42,73 @@ const WRITE_BATCH: usize = 64;
 /// How long a close may take (the close handshake, then reading away input).
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
-/// Serves one client of `document` until either side closes.
-pub async fn serve<S>(collab: Arc<Collab>, document: DocumentId, mut ws: WebSocket<S>)
+/// Serves one client of `document`, with what `grant` allows, until either
+/// side closes or its token expires.
+///
+/// What only joining needs (the document's name, the grant) goes into the
+/// boxed join future made here, so the connection's future does not carry it
+/// for the rest of its life.
+pub fn serve<S>(
+    collab: Arc<Collab>,
+    document: DocumentId,
+    grant: Grant,
+    mut ws: WebSocket<S>,
+) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let connection = collab.next_connection();
+    let expires = deadline(grant.expires_at);
     let (outbox, mut queued) = mpsc::channel(OUTBOX);
-    let room = match Box::pin(join(&collab, &document, connection, outbox)).await {
-        Ok(room) => room,
-        Err(code) => {
-            Box::pin(close(&mut ws, code, "document unavailable")).await;
-            return;
+    let joining = Box::pin(join(collab, document, connection, outbox, grant));
+    async move {
+        let room = match joining.await {
+            Ok(room) => room,
+            Err(code) => {
+                let reason = match code {
+                    CloseCode::Forbidden => "access revoked",
+                    _ => "document unavailable",
+                };
+                Box::pin(close(&mut ws, code, reason)).await;
+                return;
+            }
+        };
+        metrics::gauge!("switchboard_collab_connections").increment(1.0);
+        if let Some((code, reason)) = drive(&room, connection, expires, &mut ws, &mut queued).await
+        {
+            Box::pin(close(&mut ws, code, reason)).await;
         }
-    };
-    metrics::gauge!("switchboard_collab_connections").increment(1.0);
-    if let Some((code, reason)) = drive(&room, connection, &mut ws, &mut queued).await {
-        Box::pin(close(&mut ws, code, reason)).await;
+        let _ = room.commands.send(Command::Leave { connection }).await;
+        metrics::gauge!("switchboard_collab_connections").decrement(1.0);
     }
-    let _ = room.commands.send(Command::Leave { connection }).await;
-    metrics::gauge!("switchboard_collab_connections").decrement(1.0);
+}
+
+/// The instant a token's `exp` (seconds since the Unix epoch) falls at; one
+/// that cannot be represented is as good as never.
+fn deadline(expires_at: u64) -> Instant {
+    let now = Instant::now();
+    let left = i128::from(expires_at) * 1000 - i128::from(now_millis());
+    let left = Duration::from_millis(u64::try_from(left.max(0)).unwrap_or(u64::MAX));
+    now.checked_add(left)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// Joins the document's room. A room that is unloading at that moment refuses
 /// nothing but drops the request; the next attempt opens a fresh room.
 async fn join(
-    collab: &Arc<Collab>,
-    document: &DocumentId,
+    collab: Arc<Collab>,
+    document: DocumentId,
     connection: u64,
     outbox: mpsc::Sender<Outgoing>,
+    grant: Grant,
 ) -> Result<RoomHandle, CloseCode> {
     for _ in 0..3 {
-        let room = collab.room(document);
+        let room = collab.room(&document);
         let (joined, answer) = oneshot::channel();
         let join = Command::Join {
             connection,
             outbox: outbox.clone(),
+            grant: grant.clone(),
             joined,
         };
         if room.commands.send(join).await.is_err() {
@@ -90,18 +127,22 @@ async fn join(
 /// connection is gone or the client vanished).
 type Ending = Option<(CloseCode, &'static str)>;
 
-/// Runs the connection until it ends; returns the close to send, if any.
+/// Runs the connection until it ends or `expires`; returns the close to
+/// send, if any.
 async fn drive<S>(
     room: &RoomHandle,
     connection: u64,
+    expires: Instant,
     ws: &mut WebSocket<S>,
     queued: &mut mpsc::Receiver<Outgoing>,
 ) -> Ending
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut ping = tokio::time::interval(PING_INTERVAL);
-    ping.tick().await;
+    // One timer for the next ping and the token's end, boxed as an
+    // `Interval`'s is: the connection's future holds a pointer.
+    let mut next_ping = Instant::now() + PING_INTERVAL;
+    let mut timer = Box::pin(tokio::time::sleep_until(next_ping.min(expires)));
     let mut heard = true;
     loop {
         let step = tokio::select! {
@@ -114,7 +155,13 @@ where
                 Some(Outgoing::Close(code, reason)) => Err(Some((code, reason))),
                 None => Err(Some((CloseCode::TryAgainLater, "too far behind"))),
             },
-            _ = ping.tick() => {
+            () = &mut timer => {
+                let now = Instant::now();
+                if now >= expires {
+                    return Some((CloseCode::Expired, "token expired"));
+                }
+                next_ping = now + PING_INTERVAL;
+                timer.as_mut().reset(next_ping.min(expires));
                 if !heard {
                     tracing::debug!(connection, "collab client silent; dropped");
                     return None;
@@ -219,22 +266,24 @@ where
 mod tests {
     use super::*;
 
-    fn size3<A, B, C, F>(_: impl Fn(A, B, C) -> F) -> usize {
+    fn size4<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
-    fn size4<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {
+    fn size5<A, B, C, D, E, F>(_: impl Fn(A, B, C, D, E) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
     /// Every idle connection keeps its task's future for its whole life: the
     /// steps that are not waiting are boxed, so that it holds little more
-    /// than what waiting needs (608 and 264 bytes when this was written).
+    /// than what waiting needs (608 and 264 bytes when this was written;
+    /// 488 and 256 once joining was boxed before the task starts and one
+    /// timer served both pings and the token's end).
     #[test]
     fn an_idle_connection_task_stays_small() {
         type S = tokio::net::TcpStream;
-        let serve = size3(serve::<S>);
-        let drive = size4(drive::<S>);
+        let serve = size4(serve::<S>);
+        let drive = size5(drive::<S>);
         assert!(serve <= 640, "serve future: {serve} bytes");
         assert!(drive <= 320, "drive future: {drive} bytes");
     }

@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_collab::{protocol, ClientID, ClientMessage, Document, StateVector};
-use switchboard_core::{DocumentId, Store};
+use switchboard_core::{DocumentId, Role, Store};
 use switchboard_socketio::ws::WebSocket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::room::Command;
-use super::{CloseCode, Collab, Outgoing, RoomHandle};
+use super::{CloseCode, Collab, Grant, Outgoing, RoomHandle};
 use crate::config::CollabLimits;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -80,8 +80,47 @@ impl Drop for Fixture {
     }
 }
 
+/// What a member's token gives, for an hour.
+fn member(user: &str) -> Grant {
+    Grant {
+        user: user.to_owned(),
+        role: Role::Member,
+        token_role: Some(Role::Member),
+        expires_at: now_secs() + 3600,
+        checked_at: tokio::time::Instant::now(),
+    }
+}
+
+/// A viewer by membership only (the token lists no workspace).
+fn viewer(user: &str) -> Grant {
+    Grant {
+        role: Role::Viewer,
+        token_role: None,
+        ..member(user)
+    }
+}
+
+fn now_secs() -> u64 {
+    (switchboard_core::time::now_millis() / 1000) as u64
+}
+
 /// A client joined to `doc`'s room, as a connection task joins it.
 async fn join(collab: &Arc<Collab>, doc: &DocumentId) -> Client {
+    join_as(collab, doc, member("alice")).await
+}
+
+async fn join_as(collab: &Arc<Collab>, doc: &DocumentId, grant: Grant) -> Client {
+    let (client, answer) = try_join(collab, doc, grant).await;
+    assert_eq!(answer, Ok(()));
+    client
+}
+
+/// Asks to join; the room's answer.
+async fn try_join(
+    collab: &Arc<Collab>,
+    doc: &DocumentId,
+    grant: Grant,
+) -> (Client, Result<(), CloseCode>) {
     let connection = collab.next_connection();
     let (outbox, frames) = mpsc::channel(256);
     let room = collab.room(doc);
@@ -89,16 +128,17 @@ async fn join(collab: &Arc<Collab>, doc: &DocumentId) -> Client {
     let join = Command::Join {
         connection,
         outbox,
+        grant,
         joined,
     };
     assert!(room.commands.send(join).await.is_ok(), "room is open");
     let answer = tokio::time::timeout(WAIT, answer).await.expect("joined");
-    assert_eq!(answer.expect("room answered"), Ok(()));
-    Client {
+    let client = Client {
         connection,
         room,
         frames,
-    }
+    };
+    (client, answer.expect("room answered"))
 }
 
 /// One connection as the room sees it: its commands in, its queue out.
@@ -344,7 +384,7 @@ async fn an_idle_room_unloads_and_opens_again_from_the_store() {
     alice.send(&update_message(&insert(31, 0, "kept"))).await;
     alice.leave().await;
     let deadline = tokio::time::Instant::now() + WAIT;
-    while f.collab.rooms().contains_key(&d) {
+    while f.collab.rooms().get(&d).is_some() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the room stays open"
@@ -411,11 +451,16 @@ struct WsClient {
 impl WsClient {
     /// A connection task serving `doc` on the other end of a new pipe.
     fn connect(collab: &Arc<Collab>, doc: &DocumentId) -> Self {
+        Self::connect_as(collab, doc, member("alice"))
+    }
+
+    fn connect_as(collab: &Arc<Collab>, doc: &DocumentId, grant: Grant) -> Self {
         let (client, server) = tokio::io::duplex(1 << 16);
         let max = collab.limits().max_update_bytes + 16;
         tokio::spawn(super::serve(
             collab.clone(),
             doc.clone(),
+            grant,
             WebSocket::new(server, max),
         ));
         Self { io: client }
@@ -512,4 +557,182 @@ async fn a_connection_answers_pings_and_closes_with_the_right_code() {
     erin.recv().await;
     f.collab.shutdown().await;
     assert_eq!(erin.close_code().await, 1001);
+}
+
+/// Lets a room take an access change: it comes by another queue than the
+/// clients' messages, so it is not ordered with them.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// An awareness message: `client` at `clock` with the JSON `state`.
+fn awareness_message(client: u64, clock: u64, state: &str) -> Vec<u8> {
+    let mut update = Vec::new();
+    write_var_uint(&mut update, 1);
+    write_var_uint(&mut update, client);
+    write_var_uint(&mut update, clock);
+    write_var_bytes(&mut update, state.as_bytes());
+    let mut m = vec![1];
+    write_var_bytes(&mut m, &update);
+    m
+}
+
+#[tokio::test]
+async fn a_viewer_receives_the_document_and_awareness_but_its_updates_are_dropped() {
+    let f = Fixture::new(limits()).await;
+    let d = doc("viewer");
+    let mut alice = f.join(&d).await;
+    let mut vera = join_as(&f.collab, &d, viewer("vera")).await;
+    alice.next_messages().await;
+    vera.next_messages().await;
+
+    alice.send(&update_message(&insert(61, 0, "hello"))).await;
+    let relayed = vera.next_messages().await;
+    assert!(matches!(relayed.as_slice(), [ClientMessage::Update(_)]));
+
+    // Its update and its answer to step 1 are dropped; the connection stays.
+    vera.send(&update_message(&insert(62, 0, "nope"))).await;
+    let mut step2 = vec![0, 1];
+    write_var_bytes(&mut step2, &insert(62, 0, "nope"));
+    vera.send(&step2).await;
+    alice.assert_quiet().await;
+    vera.assert_quiet().await;
+    let log = f.stored(&d).await;
+    assert_eq!(log.updates.len(), 1, "only alice's update is stored");
+    assert_eq!(clock(&restored(&log), 62), 0);
+
+    // It still reads the document and takes part in awareness.
+    vera.send(&STEP1_EMPTY).await;
+    let answer = vera.next_messages().await;
+    let [ClientMessage::Update(state)] = answer.as_slice() else {
+        panic!("expected step 2, got {answer:?}");
+    };
+    assert!(state.len() > 2, "step 2 carries alice's text");
+    vera.send(&awareness_message(62, 1, r#"{"user":"vera"}"#))
+        .await;
+    let seen = alice.next_messages().await;
+    assert!(matches!(seen.as_slice(), [ClientMessage::Awareness(_)]));
+    alice
+        .send(&awareness_message(61, 1, r#"{"user":"alice"}"#))
+        .await;
+    let seen = vera.next_messages().await;
+    assert!(matches!(seen.as_slice(), [ClientMessage::Awareness(_)]));
+}
+
+#[tokio::test]
+async fn an_access_change_reaches_only_that_users_connections_to_that_workspace() {
+    let f = Fixture::new(limits()).await;
+    let d = doc("access");
+    let d2 = doc("access-2");
+    let elsewhere = DocumentId {
+        workspace: "w2".into(),
+        name: "access".into(),
+    };
+    let mut bob = f.join(&d).await;
+    let mut vera = join_as(&f.collab, &d, viewer("vera")).await;
+    let mut vera2 = join_as(&f.collab, &d2, viewer("vera")).await;
+    let mut vera_w2 = join_as(&f.collab, &elsewhere, viewer("vera")).await;
+    // Member by token, viewer by membership: losing the membership leaves the token's role.
+    let mut tina = join_as(
+        &f.collab,
+        &d,
+        Grant {
+            role: Role::Viewer,
+            ..member("tina")
+        },
+    )
+    .await;
+    for client in [&mut bob, &mut vera, &mut vera2, &mut vera_w2, &mut tina] {
+        client.next_messages().await;
+    }
+
+    f.collab.access_changed("vera", "w1", Some(Role::Member));
+    settle().await;
+    vera.send(&update_message(&insert(71, 0, "now I write")))
+        .await;
+    assert!(matches!(
+        bob.next_messages().await.as_slice(),
+        [ClientMessage::Update(_)]
+    ));
+    tina.next_messages().await;
+
+    f.collab.access_changed("vera", "w1", Some(Role::Viewer));
+    settle().await;
+    vera.send(&update_message(&insert(71, 11, "!"))).await;
+    bob.assert_quiet().await;
+
+    f.collab.access_changed("tina", "w1", None);
+    settle().await;
+    tina.send(&update_message(&insert(72, 0, "token"))).await;
+    assert!(matches!(
+        bob.next_messages().await.as_slice(),
+        [ClientMessage::Update(_)]
+    ));
+    vera.next_messages().await;
+
+    f.collab.access_changed("vera", "w1", None);
+    for client in [&mut vera, &mut vera2] {
+        assert!(matches!(
+            client.next().await,
+            Outgoing::Close(CloseCode::Forbidden, _)
+        ));
+    }
+    vera_w2.assert_quiet().await;
+    bob.assert_quiet().await;
+    tina.assert_quiet().await;
+    assert_eq!(f.collab.clients(&d), 2, "bob and tina stay");
+}
+
+#[tokio::test]
+async fn a_change_made_while_a_connection_was_being_opened_applies_when_it_joins() {
+    let f = Fixture::new(limits()).await;
+    let d = doc("racing");
+    let checked_before = viewer("vera");
+    f.collab.access_changed("vera", "w1", None);
+    let (_, answer) = try_join(&f.collab, &d, checked_before).await;
+    assert_eq!(answer, Err(CloseCode::Forbidden));
+    // Checked after the change: as checked.
+    let (_, answer) = try_join(&f.collab, &d, viewer("vera")).await;
+    assert_eq!(answer, Ok(()));
+
+    let promoted_meanwhile = viewer("vera");
+    f.collab.access_changed("vera", "w1", Some(Role::Member));
+    let mut bob = f.join(&d).await;
+    bob.next_messages().await;
+    let vera = join_as(&f.collab, &d, promoted_meanwhile).await;
+    vera.send(&update_message(&insert(81, 0, "member now")))
+        .await;
+    assert!(matches!(
+        bob.next_messages().await.as_slice(),
+        [ClientMessage::Update(_)]
+    ));
+}
+
+#[tokio::test]
+async fn a_connection_closes_with_1008_at_its_token_expiry_or_when_access_ends() {
+    let f = Fixture::new(limits()).await;
+    let d = doc("lifetime");
+    let expires_at = now_secs() + 1;
+    let mut brief = WsClient::connect_as(
+        &f.collab,
+        &d,
+        Grant {
+            expires_at,
+            ..member("brief")
+        },
+    );
+    let mut revoked = WsClient::connect_as(&f.collab, &d, viewer("vera"));
+    assert_eq!(brief.recv().await.0, 0x2);
+    assert_eq!(revoked.recv().await.0, 0x2);
+
+    f.collab.access_changed("vera", "w1", None);
+    assert_eq!(revoked.close_code().await, 1008);
+
+    assert_eq!(brief.close_code().await, 1008);
+    let closed_at = switchboard_core::time::now_millis();
+    let exp_millis = (expires_at * 1000) as i64;
+    assert!(
+        (exp_millis..exp_millis + 500).contains(&closed_at),
+        "closed at {closed_at}, token expired at {exp_millis}"
+    );
 }

@@ -16,6 +16,14 @@
 //! every room reads its document from the Store again and sends its clients
 //! what they missed.
 //!
+//! Access holds on live connections: a connection carries its user and
+//! whether it may write, settled at the upgrade. A viewer's updates are
+//! dropped (it still receives the document, and awareness works both ways).
+//! [`Collab::access_changed`] re-applies a membership change to the user's
+//! connections to the workspace's documents (closed with 1008 without access,
+//! read-only or writable per the new role), and a connection closes with 1008
+//! at its token's `exp`.
+//!
 //! The HTTP upgrade (auth, access, limits) lives in `http::collab`.
 
 mod connection;
@@ -28,8 +36,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use switchboard_core::{Broker, DocumentId, Store, Topic};
+use switchboard_core::{Broker, DocumentId, Role, Store, Topic};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Duration, Instant};
 
 pub use connection::serve;
 
@@ -58,6 +67,10 @@ pub enum CloseCode {
     Malformed,
     /// 1008: the document would grow past its limit.
     DocumentTooLarge,
+    /// 1008: the user no longer has access to the workspace.
+    Forbidden,
+    /// 1008: the token expired; reconnect with a fresh one.
+    Expired,
     /// 1009: a message larger than the update limit.
     TooLarge,
     /// 1011: the document could not be loaded or stored.
@@ -74,11 +87,90 @@ impl CloseCode {
             CloseCode::ProtocolError => 1002,
             CloseCode::Unsupported => 1003,
             CloseCode::Malformed => 1007,
-            CloseCode::DocumentTooLarge => 1008,
+            CloseCode::DocumentTooLarge | CloseCode::Forbidden | CloseCode::Expired => 1008,
             CloseCode::TooLarge => 1009,
             CloseCode::Unavailable => 1011,
             CloseCode::TryAgainLater => 1013,
         }
+    }
+}
+
+/// Who a connection belongs to and what it may do, as the upgrade settled it.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    /// The user (the token's `sub`).
+    pub user: String,
+    /// The user's role in the document's workspace when access was checked.
+    pub role: Role,
+    /// The role the token itself gives in the workspace, if any: it holds
+    /// whatever happens to the membership, until the token expires.
+    pub token_role: Option<Role>,
+    /// When the token expires, in seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// When access was read (taken before reading it): a change of access
+    /// recorded after it is applied when the connection joins its room.
+    pub checked_at: Instant,
+}
+
+/// How long access changes are remembered for connections that were being
+/// opened while they happened (checked before, joined after).
+const RECENT_CHANGES: Duration = Duration::from_secs(60);
+
+/// Recent access changes by (user, workspace): when, and the membership role
+/// after it.
+#[derive(Default)]
+struct AccessChanges {
+    recent: HashMap<(String, String), (Instant, Option<Role>)>,
+    /// The size at which old entries are removed next (amortized O(1)).
+    prune_at: usize,
+}
+
+/// The open rooms, by workspace, so that an access change reaches the rooms
+/// of its workspace only.
+#[derive(Default)]
+struct Rooms {
+    by_workspace: HashMap<String, HashMap<String, RoomHandle>>,
+    len: usize,
+}
+
+impl Rooms {
+    fn get(&self, document: &DocumentId) -> Option<&RoomHandle> {
+        self.by_workspace
+            .get(&document.workspace)?
+            .get(&document.name)
+    }
+
+    fn insert(&mut self, document: &DocumentId, room: RoomHandle) {
+        let rooms = self
+            .by_workspace
+            .entry(document.workspace.clone())
+            .or_default();
+        if rooms.insert(document.name.clone(), room).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, document: &DocumentId) {
+        let Some(rooms) = self.by_workspace.get_mut(&document.workspace) else {
+            return;
+        };
+        if rooms.remove(&document.name).is_some() {
+            self.len -= 1;
+        }
+        if rooms.is_empty() {
+            self.by_workspace.remove(&document.workspace);
+        }
+    }
+
+    fn of_workspace<'a>(&'a self, workspace: &str) -> impl Iterator<Item = &'a RoomHandle> {
+        self.by_workspace
+            .get(workspace)
+            .into_iter()
+            .flat_map(HashMap::values)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &RoomHandle> {
+        self.by_workspace.values().flat_map(HashMap::values)
     }
 }
 
@@ -92,7 +184,8 @@ struct RoomHandle {
 
 /// Collaborative editing on this node.
 pub struct Collab {
-    rooms: Mutex<HashMap<DocumentId, RoomHandle>>,
+    rooms: Mutex<Rooms>,
+    changes: Mutex<AccessChanges>,
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
     limits: CollabLimits,
@@ -105,6 +198,7 @@ impl Collab {
     pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, limits: CollabLimits) -> Self {
         Self {
             rooms: Mutex::default(),
+            changes: Mutex::default(),
             store,
             broker,
             limits,
@@ -124,8 +218,57 @@ impl Collab {
             .map_or(0, |room| room.clients.load(Ordering::Relaxed))
     }
 
-    fn rooms(&self) -> MutexGuard<'_, HashMap<DocumentId, RoomHandle>> {
+    fn rooms(&self) -> MutexGuard<'_, Rooms> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changes(&self) -> MutexGuard<'_, AccessChanges> {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A user's access to a workspace changed: `role` is their membership
+    /// role now (`None`: no membership). Every live connection of that user
+    /// to a document of the workspace on this node takes the role the
+    /// membership gives, else the one its token gives: without either it
+    /// closes with 1008, a viewer's turns read-only, others writable. Reaches
+    /// only the workspace's rooms; a connection being opened meanwhile gets
+    /// the change when it joins.
+    pub fn access_changed(&self, user: &str, workspace: &str, role: Option<Role>) {
+        let at = Instant::now();
+        {
+            let mut changes = self.changes();
+            if changes.recent.len() >= changes.prune_at {
+                changes
+                    .recent
+                    .retain(|_, (when, _)| at.saturating_duration_since(*when) < RECENT_CHANGES);
+                changes.prune_at = (changes.recent.len() * 2).max(64);
+            }
+            changes
+                .recent
+                .insert((user.to_owned(), workspace.to_owned()), (at, role));
+        }
+        for room in self.rooms().of_workspace(workspace) {
+            let _ = room.remote.send(Remote::Access {
+                user: user.into(),
+                role,
+            });
+        }
+    }
+
+    /// The membership role after the latest access change of a user to a
+    /// workspace, if one was recorded after `checked_at`.
+    fn access_since(
+        &self,
+        user: &str,
+        workspace: &str,
+        checked_at: Instant,
+    ) -> Option<Option<Role>> {
+        let changes = self.changes();
+        let key = (user.to_owned(), workspace.to_owned());
+        match changes.recent.get(&key) {
+            Some((at, role)) if *at >= checked_at => Some(*role),
+            _ => None,
+        }
     }
 
     /// The room of a document, opened if needed.
@@ -137,8 +280,8 @@ impl Collab {
             }
         }
         let handle = room::open(self.clone(), document.clone());
-        rooms.insert(document.clone(), handle.clone());
-        metrics::gauge!("switchboard_collab_documents").set(rooms.len() as f64);
+        rooms.insert(document, handle.clone());
+        metrics::gauge!("switchboard_collab_documents").set(rooms.len as f64);
         handle
     }
 
@@ -150,7 +293,7 @@ impl Collab {
             return false;
         }
         rooms.remove(document);
-        metrics::gauge!("switchboard_collab_documents").set(rooms.len() as f64);
+        metrics::gauge!("switchboard_collab_documents").set(rooms.len as f64);
         true
     }
 
@@ -158,7 +301,7 @@ impl Collab {
     fn forget_failed(&self, document: &DocumentId) {
         let mut rooms = self.rooms();
         rooms.remove(document);
-        metrics::gauge!("switchboard_collab_documents").set(rooms.len() as f64);
+        metrics::gauge!("switchboard_collab_documents").set(rooms.len as f64);
     }
 
     fn next_connection(&self) -> u64 {
@@ -178,7 +321,7 @@ impl Collab {
     /// The broker lost its subscriptions for a while: every room reads its
     /// document from the Store again and sends its clients what they missed.
     pub fn resubscribed(&self) {
-        for room in self.rooms().values() {
+        for room in self.rooms().all() {
             let _ = room.remote.send(Remote::Resync);
         }
     }
@@ -216,7 +359,7 @@ impl Collab {
     /// Closes every connection (1001) so its client reconnects elsewhere, and
     /// waits for each room to finish the write it is doing.
     pub async fn shutdown(&self) {
-        let rooms: Vec<RoomHandle> = self.rooms().values().cloned().collect();
+        let rooms: Vec<RoomHandle> = self.rooms().all().cloned().collect();
         let mut waits = Vec::with_capacity(rooms.len());
         for room in rooms {
             let (done, finished) = oneshot::channel();

@@ -8,6 +8,12 @@
 //! the room closes every connection and unloads, so that memory never serves
 //! what the Store does not hold; clients reconnect and sync again.
 //!
+//! Each connection carries its user and whether it may write: a viewer's
+//! updates (sync step 2 and update) are dropped and counted, everything else
+//! it sends is handled as anyone's. An access change
+//! ([`Remote::Access`]) closes the user's connections with 1008 or changes
+//! what they may do.
+//!
 //! Past `compact_updates` logged updates, a separate task compacts the log
 //! from what the Store holds (not from memory, which may lack an update that
 //! another node is still relaying), so compaction never loses an update.
@@ -21,11 +27,11 @@ use switchboard_collab::{
     protocol, AwarenessUpdate, ClientID, ClientMessage, Document, DocumentError,
 };
 use switchboard_core::time::now_millis;
-use switchboard_core::{DocumentId, DocumentLog, StoreError};
+use switchboard_core::{DocumentId, DocumentLog, Role, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{CloseCode, Collab, Outgoing, RoomHandle};
+use super::{CloseCode, Collab, Grant, Outgoing, RoomHandle};
 
 /// Commands queued for a room; the queue bounds how far clients can run ahead.
 const COMMAND_QUEUE: usize = 256;
@@ -34,6 +40,8 @@ const COMMAND_QUEUE: usize = 256;
 const MAX_UNPUBLISHED: usize = 1024;
 /// How often awareness states that nobody renews are looked for.
 const AWARENESS_EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// A Yjs v1 update that changes nothing: no structs, an empty delete set.
+const EMPTY_UPDATE: &[u8] = &[0, 0];
 /// How often kept updates are offered to the broker again.
 const REPUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -41,6 +49,7 @@ pub(super) enum Command {
     Join {
         connection: u64,
         outbox: mpsc::Sender<Outgoing>,
+        grant: Grant,
         joined: oneshot::Sender<Result<(), CloseCode>>,
     },
     Messages {
@@ -60,13 +69,19 @@ pub(super) enum Command {
     },
 }
 
-/// Document traffic from another node.
+/// Document traffic from another node, and access changes: what reaches a
+/// room from outside its clients, without waiting.
 pub(super) enum Remote {
     Update(Bytes),
     Awareness(AwarenessUpdate),
     Query,
     /// Updates from other nodes may have been missed: catch up from the Store.
     Resync,
+    /// A user's membership role in the workspace changed (`None`: no membership).
+    Access {
+        user: Box<str>,
+        role: Option<Role>,
+    },
 }
 
 /// Starts the task of a document's room.
@@ -101,6 +116,12 @@ struct Connection {
     outbox: mpsc::Sender<Outgoing>,
     /// The awareness clients this connection speaks for, removed when it closes.
     awareness: HashSet<ClientID>,
+    user: Box<str>,
+    /// The role the token itself gives in the workspace, kept through
+    /// membership changes.
+    token_role: Option<Role>,
+    /// Whether its updates are taken (not a viewer).
+    writable: bool,
 }
 
 struct Room {
@@ -229,9 +250,10 @@ impl Room {
             Command::Join {
                 connection,
                 outbox,
+                grant,
                 joined,
             } => {
-                let result = self.join(connection, outbox);
+                let result = self.join(connection, outbox, grant);
                 let _ = joined.send(result);
                 Next::Continue
             }
@@ -262,8 +284,24 @@ impl Room {
     }
 
     /// Adds a connection and starts its sync: the server's state vector, then
-    /// the awareness states, as the y-websocket server does.
-    fn join(&mut self, connection: u64, outbox: mpsc::Sender<Outgoing>) -> Result<(), CloseCode> {
+    /// the awareness states, as the y-websocket server does. An access change
+    /// made since the upgrade checked access applies first.
+    fn join(
+        &mut self,
+        connection: u64,
+        outbox: mpsc::Sender<Outgoing>,
+        grant: Grant,
+    ) -> Result<(), CloseCode> {
+        let changed = self
+            .collab
+            .access_since(&grant.user, &self.id.workspace, grant.checked_at);
+        let role = match changed {
+            Some(membership) => membership.or(grant.token_role),
+            None => Some(grant.role),
+        };
+        let Some(role) = role else {
+            return Err(CloseCode::Forbidden);
+        };
         if self.connections.len() >= self.collab.limits.max_clients {
             return Err(CloseCode::TryAgainLater);
         }
@@ -278,6 +316,9 @@ impl Room {
             Connection {
                 outbox,
                 awareness: HashSet::new(),
+                user: grant.user.into_boxed_str(),
+                token_role: grant.token_role,
+                writable: role.can_write(),
             },
         );
         self.count_clients();
@@ -286,13 +327,22 @@ impl Room {
 
     async fn messages(&mut self, connection: u64, messages: Vec<ClientMessage>) -> Next {
         for message in messages {
-            if !self.connections.contains_key(&connection) {
+            let Some(conn) = self.connections.get(&connection) else {
                 break; // closed by an earlier message of the batch
-            }
+            };
+            let writable = conn.writable;
             match message {
                 ClientMessage::SyncStep1(state_vector) => {
                     let missing = self.document.diff(&state_vector);
                     self.send(connection, protocol::sync_step2(missing));
+                }
+                ClientMessage::Update(update) if !writable => {
+                    // A viewer's client answers the server's step 1 with its
+                    // own state, usually empty: only real changes count.
+                    if update.as_ref() != EMPTY_UPDATE {
+                        metrics::counter!("switchboard_collab_updates_dropped_total", "reason" => "viewer")
+                            .increment(1);
+                    }
                 }
                 ClientMessage::Update(update) => {
                     if let Next::Unload = self.update(connection, update).await {
@@ -410,6 +460,7 @@ impl Room {
                 }
             }
             Remote::Resync => self.resync().await,
+            Remote::Access { user, role } => self.access_changed(&user, role),
             Remote::Query => {
                 let local = self
                     .connections
@@ -418,6 +469,30 @@ impl Room {
                 if let Some(states) = self.document.awareness_of(local.collect::<Vec<_>>()) {
                     self.publish(b'A', &protocol::encode_awareness_update(&states))
                         .await;
+                }
+            }
+        }
+    }
+
+    /// Re-applies a user's access to their connections: the membership role,
+    /// else the token's; without either, closed with 1008.
+    fn access_changed(&mut self, user: &str, membership: Option<Role>) {
+        let affected: Vec<(u64, Option<Role>)> = self
+            .connections
+            .iter()
+            .filter(|(_, conn)| &*conn.user == user)
+            .map(|(id, conn)| (*id, membership.or(conn.token_role)))
+            .collect();
+        for (connection, role) in affected {
+            match role {
+                Some(role) => {
+                    if let Some(conn) = self.connections.get_mut(&connection) {
+                        conn.writable = role.can_write();
+                    }
+                }
+                None => {
+                    metrics::counter!("switchboard_collab_connections_revoked_total").increment(1);
+                    self.close(connection, CloseCode::Forbidden, "access revoked");
                 }
             }
         }

@@ -3,6 +3,8 @@
 //! refused client gets an HTTP status and no WebSocket: 401 without a valid
 //! token, 400 for a bad document name, 403 without access to the workspace,
 //! 429 when the document has as many clients as it may on this node.
+//! The user's role settles what the connection may do (a viewer's is
+//! read-only), and the token's `exp` when it ends.
 //! What happens on the WebSocket is `crate::collab`'s; the WebSocket itself
 //! is the socketio crate's (`switchboard_socketio::ws`).
 
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use switchboard_core::chat::check_id;
+use switchboard_core::chat::check_path_segment;
 use switchboard_core::{DocumentId, Error, ErrorCode};
 use switchboard_socketio::ws::{websocket_key, Upgrade};
 
@@ -28,14 +30,24 @@ pub async fn upgrade(
     StreamAuth(user): StreamAuth,
     mut request: Request,
 ) -> Result<Response, ApiError> {
-    check_id("workspace id", &workspace)?;
-    check_id("document name", &name)?;
-    if !app.may_access(&user, &workspace).await? {
+    check_path_segment("workspace id", &workspace)?;
+    check_path_segment("document name", &name)?;
+    // Taken before access is read: a change of access after it reaches the
+    // connection when it joins its document, so none slips in between.
+    let checked_at = tokio::time::Instant::now();
+    let Some(role) = app.role_in(&user, &workspace).await? else {
         return Err(Error::new(ErrorCode::Forbidden, "no access to this workspace").into());
-    }
+    };
     if websocket_key(request.headers()).is_none() {
         return Err(Error::invalid("expected a WebSocket upgrade").into());
     }
+    let grant = collab::Grant {
+        token_role: user.token_role(&workspace),
+        user: user.id,
+        role,
+        expires_at: user.expires_at,
+        checked_at,
+    };
     let document = DocumentId { workspace, name };
     let limits = app.collab.limits().clone();
     if app.collab.clients(&document) >= limits.max_clients {
@@ -50,7 +62,7 @@ pub async fn upgrade(
     let max_message = limits.max_update_bytes + FRAMING_BYTES;
     tokio::spawn(async move {
         match upgrade.accept(max_message).await {
-            Ok(ws) => collab::serve(collab, document, ws).await,
+            Ok(ws) => collab::serve(collab, document, grant, ws).await,
             Err(e) => tracing::debug!(error = %e, "collab upgrade failed"),
         }
     });
