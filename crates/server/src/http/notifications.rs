@@ -1,6 +1,10 @@
 //! The notification endpoints: the SSE stream with `Last-Event-ID` resume, the
 //! long-poll, listing and marking read for users, and creation for the
 //! application's backend (API key).
+//!
+//! A stream or a held poll lives no longer than its token: the stream finishes
+//! at the token's `exp` (EventSource reconnects, with a fresh token), and a
+//! poll answers by then.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use switchboard_core::time::now_millis;
 use switchboard_core::{Error, NewNotification, Notification};
 
 use super::{ApiError, ApiJson, ApiKeyAuth, StreamAuth, UserAuth};
@@ -34,6 +39,12 @@ fn parse_id(name: &str, value: Option<&str>) -> Result<Option<i64>, Error> {
             .map(Some)
             .ok_or_else(|| Error::invalid(format!("{name} must be a notification id"))),
     }
+}
+
+/// How long until a token's `exp` (seconds since the Unix epoch); zero once past.
+fn until_expiry(expires_at: u64) -> Duration {
+    let left = i128::from(expires_at) * 1000 - i128::from(now_millis());
+    Duration::from_millis(u64::try_from(left.max(0)).unwrap_or(u64::MAX))
 }
 
 fn item(notification: &Notification) -> Result<Item, Error> {
@@ -77,7 +88,7 @@ pub struct StreamQuery {
 
 /// `GET /api/notifications/stream`: `{"type":"connected"}` first, then what was
 /// missed after `Last-Event-ID` (header or `?lastEventId=`), then live
-/// notifications, with `:ping` comments in between.
+/// notifications, with `:ping` comments in between, until the token's `exp`.
 pub async fn stream(
     State(app): State<Arc<App>>,
     StreamAuth(user): StreamAuth,
@@ -109,7 +120,9 @@ pub async fn stream(
     // Ends when the events end (the listener was dropped as a slow consumer);
     // the listener lives as long as the response body, so a closed stream frees it.
     let events = events.map(Some).chain(stream::once(async { None }));
+    let expired = tokio::time::sleep(until_expiry(user.expires_at));
     let body = stream::select(events, pings.map(Some))
+        .take_until(expired)
         .take_while(|chunk| std::future::ready(chunk.is_some()))
         .filter_map(std::future::ready)
         .map(move |chunk| {
@@ -143,7 +156,8 @@ pub struct PollQuery {
     timeout: Option<String>,
 }
 
-/// `GET /api/notifications/poll?after=ID&timeout=S`
+/// `GET /api/notifications/poll?after=ID&timeout=S`, held at most until the
+/// token's `exp`.
 pub async fn poll(
     State(app): State<Arc<App>>,
     StreamAuth(user): StreamAuth,
@@ -165,7 +179,8 @@ pub async fn poll(
         .await
         .map_err(Error::from)?;
     if found.is_empty() {
-        let woke = tokio::time::timeout(Duration::from_secs(timeout), live.recv()).await;
+        let hold = Duration::from_secs(timeout).min(until_expiry(user.expires_at));
+        let woke = tokio::time::timeout(hold, live.recv()).await;
         if matches!(woke, Ok(Some(_))) {
             found = app
                 .store
