@@ -16,9 +16,72 @@ pub struct Claims {
     /// Display name, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Workspaces the token grants access to, if any.
+    /// Workspaces the token grants access to, if any: an array of ids (role
+    /// `member`) or an object of ids to roles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workspaces: Option<Vec<String>>,
+    pub workspaces: Option<WorkspaceClaim>,
+}
+
+/// The `workspaces` claim, in either of its two forms.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum WorkspaceClaim {
+    /// `["w1", "w2"]`: each with role `member`.
+    Ids(Vec<String>),
+    /// `{ "w1": "viewer", "w2": "admin" }`.
+    Roles(std::collections::BTreeMap<String, Role>),
+}
+
+impl WorkspaceClaim {
+    fn into_grants(self) -> Vec<(String, Role)> {
+        match self {
+            WorkspaceClaim::Ids(ids) => ids.into_iter().map(|id| (id, Role::Member)).collect(),
+            WorkspaceClaim::Roles(roles) => roles.into_iter().collect(),
+        }
+    }
+}
+
+/// What a user may do in a workspace.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Receives everything and may read history, presence and documents, and
+    /// move its read position; sends nothing (no message, typing, edit,
+    /// deletion, reaction or document update).
+    Viewer,
+    /// Reads and writes (the default).
+    #[default]
+    Member,
+    /// A member who may also delete other users' messages.
+    Admin,
+}
+
+impl Role {
+    /// The role's name on the wire: `viewer`, `member` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role a name stands for.
+    pub fn parse(name: &str) -> Option<Role> {
+        match name {
+            "viewer" => Some(Role::Viewer),
+            "member" => Some(Role::Member),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// Whether it may send messages, typing, edits, reactions, document updates.
+    pub fn can_write(self) -> bool {
+        self != Role::Viewer
+    }
 }
 
 /// An authenticated user.
@@ -28,15 +91,26 @@ pub struct User {
     pub id: String,
     /// Display name from the token, if any.
     pub name: Option<String>,
-    /// Workspaces the token itself grants.
-    pub workspaces: Vec<String>,
+    /// Workspaces the token itself grants, with their roles.
+    pub workspaces: Vec<(String, Role)>,
+    /// When the token expires, in seconds since the Unix epoch: the end of
+    /// every connection it opened unless refreshed.
+    pub expires_at: u64,
 }
 
 impl User {
     /// Whether the token itself lists `workspace`. A membership in the Store
     /// can grant access too; that is not checked here.
     pub fn token_grants(&self, workspace: &str) -> bool {
-        self.workspaces.iter().any(|w| w == workspace)
+        self.token_role(workspace).is_some()
+    }
+
+    /// The role the token itself gives in `workspace`, if it lists it.
+    pub fn token_role(&self, workspace: &str) -> Option<Role> {
+        self.workspaces
+            .iter()
+            .find(|(w, _)| w == workspace)
+            .map(|(_, role)| *role)
     }
 }
 
@@ -50,6 +124,9 @@ pub enum AuthError {
     /// Signed with an algorithm other than HS256, or RS256 without a public key.
     #[error("token algorithm not accepted")]
     Algorithm,
+    /// `exp` has come (a token is valid while the time is before `exp`).
+    #[error("token expired")]
+    Expired,
     /// `sub` is empty or longer than [`MAX_USER_ID`] characters.
     #[error("token subject missing or too long")]
     Subject,
@@ -98,10 +175,20 @@ impl Authenticator {
         if claims.sub.is_empty() || claims.sub.chars().count() > MAX_USER_ID {
             return Err(AuthError::Subject);
         }
+        // A token is valid while now < exp, to the second: the server closes a
+        // connection at exp, and the same token must not open another.
+        let now = u64::try_from(crate::time::now_millis() / 1000).unwrap_or(0);
+        if claims.exp <= now {
+            return Err(AuthError::Expired);
+        }
         Ok(User {
             id: claims.sub,
             name: claims.name,
-            workspaces: claims.workspaces.unwrap_or_default(),
+            workspaces: claims
+                .workspaces
+                .map(WorkspaceClaim::into_grants)
+                .unwrap_or_default(),
+            expires_at: claims.exp,
         })
     }
 
@@ -118,7 +205,7 @@ impl Authenticator {
             sub: sub.to_owned(),
             exp: now + ttl_secs,
             name: name.map(str::to_owned),
-            workspaces: (!workspaces.is_empty()).then(|| workspaces.to_vec()),
+            workspaces: (!workspaces.is_empty()).then(|| WorkspaceClaim::Ids(workspaces.to_vec())),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -145,6 +232,33 @@ mod tests {
         assert_eq!(user.id, "alice");
         assert_eq!(user.name.as_deref(), Some("Alice"));
         assert!(user.token_grants("w1") && !user.token_grants("w2"));
+        assert_eq!(user.token_role("w1"), Some(Role::Member));
+    }
+
+    #[test]
+    fn reads_roles_from_the_object_form_of_the_claim() {
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({
+                "sub": "alice", "exp": 9_999_999_999u64,
+                "workspaces": { "w1": "viewer", "w2": "admin", "w3": "member" }
+            }),
+            &EncodingKey::from_secret(b"test-secret").unwrap(),
+        )
+        .unwrap();
+        let user = auth().verify(&token).unwrap();
+        assert_eq!(user.token_role("w1"), Some(Role::Viewer));
+        assert_eq!(user.token_role("w2"), Some(Role::Admin));
+        assert_eq!(user.token_role("w3"), Some(Role::Member));
+        assert_eq!(user.token_role("w4"), None);
+        assert_eq!(user.expires_at, 9_999_999_999);
+        let unknown_role = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({ "sub": "a", "exp": 9_999_999_999u64, "workspaces": { "w1": "owner" } }),
+            &EncodingKey::from_secret(b"test-secret").unwrap(),
+        )
+        .unwrap();
+        assert!(auth().verify(&unknown_role).is_err());
     }
 
     #[test]

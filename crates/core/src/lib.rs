@@ -14,7 +14,7 @@ pub mod notify;
 pub mod ports;
 pub mod time;
 
-pub use auth::{Authenticator, Claims, User};
+pub use auth::{Authenticator, Claims, Role, User, WorkspaceClaim};
 pub use chat::{Message, MessageLimits, NewMessage, Window};
 pub use error::{Error, ErrorCode};
 pub use notify::{NewNotification, Notification};

@@ -72,6 +72,10 @@ const MIGRATIONS: &[Migration] = &[
         PRIMARY KEY (workspace_id, name)
     );",
     ),
+    (
+        4,
+        "ALTER TABLE memberships ADD COLUMN role TEXT NOT NULL DEFAULT 'member';",
+    ),
 ];
 
 /// Key of the advisory lock held while migrating.

@@ -74,6 +74,10 @@ const MIGRATIONS: &[Migration] = &[
         PRIMARY KEY (workspace_id, name)
     );",
     ),
+    (
+        4,
+        "ALTER TABLE memberships ADD COLUMN role TEXT NOT NULL DEFAULT 'member';",
+    ),
 ];
 
 /// The SQLite engine: a single-connection writer pool and a read-only pool.

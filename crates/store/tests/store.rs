@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use switchboard_core::{
-    DocumentId, DocumentLog, NewMessage, NewNotification, RecoverySession, Store, StoreError,
+    DocumentId, DocumentLog, NewMessage, NewNotification, RecoverySession, Role, Store, StoreError,
     Window,
 };
 
@@ -228,14 +228,27 @@ async fn replay_spans_workspaces_in_id_order(store: Arc<dyn Store>) {
 }
 
 async fn memberships_are_idempotent(store: Arc<dyn Store>) {
-    assert!(!store.is_member("bob", "w").await.unwrap());
-    store.add_member("bob", "w").await.unwrap();
-    store.add_member("bob", "w").await.unwrap();
-    assert!(store.is_member("bob", "w").await.unwrap());
-    assert!(!store.is_member("bob", "other").await.unwrap());
+    assert_eq!(store.member_role("bob", "w").await.unwrap(), None);
+    store.add_member("bob", "w", Role::Member).await.unwrap();
+    store.add_member("bob", "w", Role::Member).await.unwrap();
+    assert_eq!(
+        store.member_role("bob", "w").await.unwrap(),
+        Some(Role::Member)
+    );
+    assert_eq!(store.member_role("bob", "other").await.unwrap(), None);
+    store.add_member("bob", "w", Role::Viewer).await.unwrap();
+    assert_eq!(
+        store.member_role("bob", "w").await.unwrap(),
+        Some(Role::Viewer)
+    );
+    store.add_member("bob", "w", Role::Admin).await.unwrap();
+    assert_eq!(
+        store.member_role("bob", "w").await.unwrap(),
+        Some(Role::Admin)
+    );
     store.remove_member("bob", "w").await.unwrap();
     store.remove_member("bob", "w").await.unwrap();
-    assert!(!store.is_member("bob", "w").await.unwrap());
+    assert_eq!(store.member_role("bob", "w").await.unwrap(), None);
 }
 
 async fn recovery_sessions_are_taken_once_and_expire(store: Arc<dyn Store>) {

@@ -13,6 +13,7 @@ use std::fmt;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::auth::Role;
 use crate::chat::{Message, NewMessage, Window};
 use crate::notify::{NewNotification, Notification};
 
@@ -128,10 +129,11 @@ pub trait MessageStore: Send + Sync {
 /// Who belongs to which workspace.
 #[async_trait]
 pub trait MembershipStore: Send + Sync {
-    /// Whether `user` is a member of `workspace`.
-    async fn is_member(&self, user: &str, workspace: &str) -> Result<bool, StoreError>;
-    /// Makes `user` a member of `workspace` (nothing if it is one already).
-    async fn add_member(&self, user: &str, workspace: &str) -> Result<(), StoreError>;
+    /// The role of `user`'s membership of `workspace`, if it has one.
+    async fn member_role(&self, user: &str, workspace: &str) -> Result<Option<Role>, StoreError>;
+    /// Makes `user` a member of `workspace` with `role` (the role changes if
+    /// it is one already).
+    async fn add_member(&self, user: &str, workspace: &str, role: Role) -> Result<(), StoreError>;
     /// Removes `user` from `workspace` (nothing if it is not a member).
     async fn remove_member(&self, user: &str, workspace: &str) -> Result<(), StoreError>;
 }
