@@ -5,7 +5,9 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use switchboard_core::{Authenticator, Broker, BrokerEvent, MessageLimits, Presence, Store, Topic};
+use switchboard_core::{
+    Authenticator, Broker, BrokerEvent, MessageLimits, Presence, Role, Store, Topic,
+};
 use switchboard_socketio::{EngineConfig, IoConfig, Namespace, SocketIo};
 use tokio::net::TcpListener;
 
@@ -26,6 +28,8 @@ pub struct App {
     pub presence: Arc<dyn Presence>,
     pub typing: Typing,
     pub connections: ConnectionCounts,
+    /// Socket.IO connections by the time their token expires.
+    pub expiries: realtime::expiry::Expiries,
     /// `serve --dev` only: its test hooks (the demo routes are mounted too).
     pub dev: Option<DevHooks>,
     /// The main Socket.IO namespace.
@@ -38,16 +42,25 @@ pub struct App {
 }
 
 impl App {
-    /// Whether a user may access a workspace: by token claim or by membership.
+    /// A user's role in a workspace, `None` without access: the membership
+    /// row's role when the backend has written one (it is the live word on
+    /// the user), else the token claim's.
+    pub async fn role_in(
+        &self,
+        user: &switchboard_core::User,
+        workspace: &str,
+    ) -> Result<Option<Role>, switchboard_core::Error> {
+        let row = self.store.member_role(&user.id, workspace).await?;
+        Ok(row.or_else(|| user.token_role(workspace)))
+    }
+
+    /// Whether a user may access (read) a workspace at all.
     pub async fn may_access(
         &self,
         user: &switchboard_core::User,
         workspace: &str,
     ) -> Result<bool, switchboard_core::Error> {
-        if user.token_grants(workspace) {
-            return Ok(true);
-        }
-        Ok(self.store.is_member(&user.id, workspace).await?)
+        Ok(self.role_in(user, workspace).await?.is_some())
     }
 }
 
@@ -57,6 +70,7 @@ struct Consumers {
     rooms: Namespace,
     users: Arc<Hub>,
     documents: Arc<Collab>,
+    access: std::sync::Weak<App>,
 }
 
 impl Consumers {
@@ -66,9 +80,11 @@ impl Consumers {
                 Topic::Workspace(workspace) => fanout::deliver(&self.rooms, &workspace, &payload),
                 Topic::User(user) => self.users.deliver(&user, &payload),
                 Topic::Document(document) => self.documents.deliver(&document, &payload),
+                Topic::Access => crate::access::delivered(&self.access, &payload),
             },
             BrokerEvent::Resubscribed => {
                 fanout::resubscribed();
+                crate::access::resubscribed(&self.access);
                 self.users.resubscribed();
                 self.documents.resubscribed();
             }
@@ -190,6 +206,7 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
             presence,
             typing: Typing::default(),
             connections: ConnectionCounts::default(),
+            expiries: Default::default(),
             dev: dev.then(DevHooks::default),
             notifier: Publisher::new(store.clone(), broker.clone()),
             namespace,
@@ -207,12 +224,18 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
         rooms: app.namespace.clone(),
         users: app.hub.clone(),
         documents: app.collab.clone(),
+        access: Arc::downgrade(&app),
     });
+    app.broker
+        .subscribe(&Topic::Access)
+        .await
+        .context("subscribing to access changes")?;
     tokio::spawn(presence::housekeeping(
         Arc::downgrade(&app),
         app.settings.presence_ttl / 3,
     ));
     tokio::spawn(presence::typing_housekeeping(Arc::downgrade(&app)));
+    tokio::spawn(realtime::expiry::housekeeping(Arc::downgrade(&app)));
     Ok((app, io))
 }
 

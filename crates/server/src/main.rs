@@ -4,6 +4,7 @@
 //! typing), `notify` (per-user notification fan-out), `collab` (collaborative
 //! editing over y-websocket), `http` (REST, SSE and the upgrades).
 
+mod access;
 mod app;
 mod collab;
 mod config;

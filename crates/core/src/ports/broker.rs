@@ -97,8 +97,12 @@ pub enum Topic {
     /// A collaborative document (`doc:<workspace>\n<name>`; workspace ids
     /// hold no control characters).
     Document(DocumentId),
+    /// Changes of access (memberships and roles), for every node at once
+    /// (`access`): each node re-applies them to its live connections.
+    Access,
 }
 
+const ACCESS_CHANNEL: &str = "access";
 const WORKSPACE_CHANNEL: &str = "ws:";
 const USER_CHANNEL: &str = "user:";
 const DOCUMENT_CHANNEL: &str = "doc:";
@@ -112,13 +116,16 @@ impl Topic {
             Topic::Document(doc) => {
                 format!("{DOCUMENT_CHANNEL}{}\n{}", doc.workspace, doc.name)
             }
+            Topic::Access => ACCESS_CHANNEL.to_owned(),
         }
     }
 
     /// The topic of a channel name made by [`Topic::channel`]; `None` for any
     /// other name.
     pub fn from_channel(channel: &str) -> Option<Topic> {
-        if let Some(id) = channel.strip_prefix(WORKSPACE_CHANNEL) {
+        if channel == ACCESS_CHANNEL {
+            Some(Topic::Access)
+        } else if let Some(id) = channel.strip_prefix(WORKSPACE_CHANNEL) {
             Some(Topic::Workspace(id.to_owned()))
         } else if let Some(id) = channel.strip_prefix(USER_CHANNEL) {
             Some(Topic::User(id.to_owned()))
@@ -139,6 +146,7 @@ impl fmt::Display for Topic {
             Topic::Workspace(id) => write!(f, "workspace {id}"),
             Topic::User(id) => write!(f, "user {id}"),
             Topic::Document(doc) => write!(f, "document {}/{}", doc.workspace, doc.name),
+            Topic::Access => write!(f, "access changes"),
         }
     }
 }

@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard_core::chat::check_id;
-use switchboard_core::{Error, Window};
+use switchboard_core::{Error, ErrorCode, Role, Window};
 
 use super::{ApiError, ApiJson, ApiKeyAuth, UserAuth};
 use crate::app::App;
@@ -54,13 +56,38 @@ pub async fn messages(
     Ok(Json(json!({ "messages": messages })))
 }
 
-/// `PUT /api/workspaces/{id}/members/{userId}`
+/// `PUT /api/workspaces/{id}/members/{userId}`, with an optional body
+/// `{ role }` (`member` by default, `viewer`, `admin`).
 pub async fn add_member(
     State(app): State<Arc<App>>,
     _: ApiKeyAuth,
     Path(ids): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    change_membership(&app, ids, true).await
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::new(ErrorCode::TooLarge, "request body too large"),
+        _ => Error::invalid(rejection.body_text()),
+    })?;
+    let role = if body.iter().all(u8::is_ascii_whitespace) {
+        Role::Member
+    } else {
+        let fields: Membership = serde_json::from_slice(&body)
+            .map_err(|e| Error::invalid(format!("expected {{ \"role\": ... }}: {e}")))?;
+        match fields.role.as_deref() {
+            None => Role::Member,
+            Some(name) => Role::parse(name).ok_or_else(|| {
+                Error::invalid("role must be \"member\", \"viewer\" or \"admin\"")
+            })?,
+        }
+    };
+    change_membership(&app, ids, Some(role)).await
+}
+
+/// The optional body of `PUT .../members/{userId}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Membership {
+    role: Option<String>,
 }
 
 /// `DELETE /api/workspaces/{id}/members/{userId}`
@@ -69,22 +96,24 @@ pub async fn remove_member(
     _: ApiKeyAuth,
     Path(ids): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    change_membership(&app, ids, false).await
+    change_membership(&app, ids, None).await
 }
 
+/// Writes the membership, then has every node re-apply it to its live
+/// connections (`crate::access`).
 async fn change_membership(
-    app: &App,
+    app: &Arc<App>,
     (workspace, user): (String, String),
-    member: bool,
+    role: Option<Role>,
 ) -> Result<StatusCode, ApiError> {
     check_id("workspace id", &workspace)?;
     check_id("user id", &user)?;
-    let changed = if member {
-        app.store.add_member(&user, &workspace).await
-    } else {
-        app.store.remove_member(&user, &workspace).await
+    let changed = match role {
+        Some(role) => app.store.add_member(&user, &workspace, role).await,
+        None => app.store.remove_member(&user, &workspace).await,
     };
     changed.map_err(Error::from)?;
+    crate::access::changed(app, &user, &workspace).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

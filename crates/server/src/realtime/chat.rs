@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 use switchboard_core::chat::check_id;
-use switchboard_core::{Error, NewMessage, User, Window};
+use switchboard_core::{Error, ErrorCode, NewMessage, User, Window};
 use switchboard_socketio::Socket;
 
 use super::{fanout, presence};
@@ -26,6 +26,7 @@ pub async fn handle(
         "leave_workspace" => leave(app, socket, args).await,
         "message" => send(app, socket, user, args).await,
         "history" => history(app, user, args).await,
+        "refresh_token" => refresh_token(app, socket, user, args).await,
         "typing_start" | "typing_stop" => {
             let workspace = workspace_arg(args)?;
             presence::typing(app, socket, user, &workspace, event == "typing_start").await?;
@@ -58,8 +59,11 @@ async fn join(app: &Arc<App>, socket: &Socket, user: &User, args: Vec<Value>) ->
         }
     };
     check_id("workspaceId", &workspace)?;
-    if !app.may_access(user, &workspace).await? {
+    let Some(role) = app.role_in(user, &workspace).await? else {
         return Err(Error::forbidden());
+    };
+    if let Some(conn) = socket.data::<super::Conn>() {
+        conn.set_role(&workspace, role);
     }
     super::admission::admit(app, socket, vec![workspace.clone()], since, true).await?;
     presence::entered(app, socket, user, &workspace).await;
@@ -72,12 +76,7 @@ async fn leave(app: &Arc<App>, socket: &Socket, args: Vec<Value>) -> Reply {
         Some(Value::Object(fields)) => string(&fields, "workspaceId")?.to_owned(),
         _ => return Err(Error::invalid("expected a workspace id or { workspaceId }")),
     };
-    let room = fanout::room(&workspace);
-    if socket.in_room(&room) {
-        socket.leave(&room);
-        presence::left(app, socket.id(), &workspace).await;
-        app.broker.unsubscribe(&fanout::channel(&workspace)).await?;
-    }
+    super::leave_workspace(app, socket, &workspace).await?;
     Ok(Map::new())
 }
 
@@ -96,9 +95,7 @@ async fn send(app: &Arc<App>, socket: &Socket, user: &User, args: Vec<Value>) ->
         }
         Some(_) => return Err(Error::invalid("clientMsgId must be a string")),
     };
-    if !socket.in_room(&fanout::room(workspace)) {
-        return Err(Error::forbidden());
-    }
+    super::check_write(socket, workspace)?;
     app.limits.check_content(content)?;
     let message = NewMessage {
         workspace_id: workspace.to_owned(),
@@ -113,6 +110,42 @@ async fn send(app: &Arc<App>, socket: &Socket, user: &User, args: Vec<Value>) ->
     ack.insert(
         "createdAt".into(),
         json!(switchboard_core::time::rfc3339_millis(stored.created_at)),
+    );
+    Ok(ack)
+}
+
+/// `refresh_token` `{ token }`: a fresh token of the same user extends the
+/// connection to its `exp`, and its workspace claims apply from now on.
+async fn refresh_token(app: &Arc<App>, socket: &Socket, user: &User, args: Vec<Value>) -> Reply {
+    let fields = object(args)?;
+    let Some(Value::String(token)) = fields.get("token") else {
+        return Err(Error::invalid("expected { token }"));
+    };
+    let fresh = app
+        .auth
+        .verify(token)
+        .map_err(|_| Error::new(ErrorCode::Unauthorized, "invalid or expired token"))?;
+    if fresh.id != user.id {
+        return Err(Error::new(
+            ErrorCode::Forbidden,
+            "the token is another user's",
+        ));
+    }
+    let expires_at = fresh.expires_at;
+    if let Some(conn) = socket.data::<super::Conn>() {
+        conn.refresh(app, socket, fresh);
+    }
+    for room in socket.rooms() {
+        if let Some(workspace) = fanout::workspace_of_room(&room) {
+            crate::access::reapply(app, &user.id, workspace).await;
+        }
+    }
+    let mut ack = Map::new();
+    ack.insert(
+        "expiresAt".into(),
+        json!(switchboard_core::time::rfc3339_millis(
+            i64::try_from(expires_at).unwrap_or(i64::MAX / 1000) * 1000
+        )),
     );
     Ok(ack)
 }

@@ -8,6 +8,7 @@
 
 mod admission;
 mod chat;
+pub mod expiry;
 pub mod fanout;
 pub mod presence;
 mod writer;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
-use switchboard_core::{Error, ErrorCode, RecoverySession, User};
+use switchboard_core::{Error, ErrorCode, RecoverySession, Role, User};
 use switchboard_socketio::{
     AckSender, BoxFuture, ConnectError, ConnectRequest, Connected, DisconnectReason, Event,
     Handler, RecoveryRequest, Socket,
@@ -69,12 +70,64 @@ impl ConnectionCounts {
 
 /// What Switchboard keeps per socket.
 pub struct Conn {
-    pub user: User,
+    /// Who it is; replaced (same id) by `refresh_token`.
+    user: Mutex<Arc<User>>,
+    /// The role it holds in each workspace whose room it is in: checked at
+    /// every write, kept current by access changes (`crate::access`).
+    roles: Mutex<Vec<(String, Role)>>,
+    /// Its entry in the node's token expiries, once connected.
+    expiry: Mutex<Option<expiry::ExpiryKey>>,
     transport: &'static str,
     queue: Mutex<EventQueue>,
     bucket: Mutex<TokenBucket>,
     /// Typing events past this rate are dropped without an answer.
     typing_bucket: Mutex<TokenBucket>,
+}
+
+impl Conn {
+    /// Who the socket belongs to, as of its latest token.
+    pub fn user(&self) -> Arc<User> {
+        lock(&self.user).clone()
+    }
+
+    /// Replaces the socket's token (same user id); returns the previous one.
+    pub fn set_user(&self, user: User) -> Arc<User> {
+        std::mem::replace(&mut *lock(&self.user), Arc::new(user))
+    }
+
+    /// The role held in a workspace the socket is in.
+    pub fn role(&self, workspace: &str) -> Option<Role> {
+        lock(&self.roles)
+            .iter()
+            .find(|(w, _)| w == workspace)
+            .map(|(_, role)| *role)
+    }
+
+    /// Records the role held in a workspace.
+    pub fn set_role(&self, workspace: &str, role: Role) {
+        let mut roles = lock(&self.roles);
+        match roles.iter_mut().find(|(w, _)| w == workspace) {
+            Some((_, held)) => *held = role,
+            None => roles.push((workspace.to_owned(), role)),
+        }
+    }
+
+    /// Takes a refreshed token (same user id): the connection now lives until
+    /// its `exp`, with the workspaces it grants.
+    pub fn refresh(&self, app: &App, socket: &Socket, user: User) {
+        let expires_at = user.expires_at;
+        self.set_user(user);
+        let mut expiry = lock(&self.expiry);
+        if let Some(key) = expiry.take() {
+            app.expiries.untrack(key);
+        }
+        *expiry = Some(app.expiries.track(socket, expires_at));
+    }
+
+    /// Forgets a workspace the socket left.
+    pub fn forget(&self, workspace: &str) {
+        lock(&self.roles).retain(|(w, _)| w != workspace);
+    }
 }
 
 #[derive(Default)]
@@ -146,7 +199,9 @@ impl Handler for Realtime {
                 return Err(ConnectError::new("Too many connections"));
             }
             socket.set_data(Conn {
-                user: user.clone(),
+                user: Mutex::new(Arc::new(user.clone())),
+                roles: Mutex::default(),
+                expiry: Mutex::default(),
                 transport: socket.transport().as_str(),
                 queue: Mutex::default(),
                 bucket: Mutex::new(TokenBucket::new(app.settings.events_per_second)),
@@ -168,7 +223,9 @@ impl Handler for Realtime {
         let transport = socket.data::<Conn>().map_or("unknown", |c| c.transport);
         metrics::gauge!("switchboard_connections", "transport" => transport).increment(1.0);
         if let Some(conn) = socket.data::<Conn>() {
-            app.connections.add(&conn.user.id);
+            let user = conn.user();
+            app.connections.add(&user.id);
+            *lock(&conn.expiry) = Some(app.expiries.track(socket, user.expires_at));
         }
         if recovered {
             metrics::counter!("switchboard_recoveries_total").increment(1);
@@ -207,7 +264,10 @@ impl Handler for Realtime {
         let transport = socket.data::<Conn>().map_or("unknown", |c| c.transport);
         metrics::gauge!("switchboard_connections", "transport" => transport).decrement(1.0);
         if let Some(conn) = socket.data::<Conn>() {
-            app.connections.remove(&conn.user.id);
+            app.connections.remove(&conn.user().id);
+            if let Some(key) = lock(&conn.expiry).take() {
+                app.expiries.untrack(key);
+            }
         }
         let workspaces: Vec<String> = socket
             .rooms()
@@ -217,7 +277,7 @@ impl Handler for Realtime {
         let pid = socket
             .pid()
             .filter(|_| matches!(reason, DisconnectReason::Transport(_)));
-        let user = socket.data::<Conn>().map(|c| c.user.id.clone());
+        let user = socket.data::<Conn>().map(|c| c.user().id.clone());
         let socket_id = socket.id();
         tokio::spawn(async move {
             for workspace in &workspaces {
@@ -246,6 +306,39 @@ pub(crate) fn is_handling_events(socket: &Socket) -> bool {
     socket
         .data::<Conn>()
         .is_some_and(|conn| lock(&conn.queue).running)
+}
+
+/// A write to a workspace (message, typing) needs the socket in its room with
+/// a role that may write; anything else is `forbidden`.
+pub(crate) fn check_write(socket: &Socket, workspace: &str) -> Result<(), Error> {
+    let role = socket
+        .data::<Conn>()
+        .and_then(|conn| conn.role(workspace))
+        .filter(|_| socket.in_room(&fanout::room(workspace)));
+    match role {
+        Some(role) if role.can_write() => Ok(()),
+        _ => Err(Error::forbidden()),
+    }
+}
+
+/// Takes a socket out of a workspace (`leave_workspace`, or its access
+/// ended): out of the room, its typing ended, its presence left, this node's
+/// subscription released. Nothing if it was not in the room.
+pub(crate) async fn leave_workspace(
+    app: &App,
+    socket: &Socket,
+    workspace: &str,
+) -> Result<(), Error> {
+    let room = fanout::room(workspace);
+    if let Some(conn) = socket.data::<Conn>() {
+        conn.forget(workspace);
+    }
+    if socket.in_room(&room) {
+        socket.leave(&room);
+        presence::left(app, socket.id(), workspace).await;
+        app.broker.unsubscribe(&fanout::channel(workspace)).await?;
+    }
+    Ok(())
 }
 
 /// Runs a socket's queued events one after another, then ends.
@@ -284,7 +377,7 @@ async fn work_through_events(app: Arc<App>, socket: Socket) {
                 "text must be valid Unicode (no lone surrogates)",
             ))
         } else {
-            chat::handle(&app, &socket, &conn.user, &name, args).await
+            chat::handle(&app, &socket, &conn.user(), &name, args).await
         };
         reply(&socket, ack, result);
     }
@@ -336,9 +429,13 @@ async fn recover(app: &Arc<App>, socket: &Socket, user: &User, request: &Recover
             return false;
         }
     };
+    let Some(conn) = socket.data::<Conn>() else {
+        return false;
+    };
     let mut accessible = Vec::new();
     for workspace in session.workspaces {
-        if matches!(app.may_access(user, &workspace).await, Ok(true)) {
+        if let Ok(Some(role)) = app.role_in(user, &workspace).await {
+            conn.set_role(&workspace, role);
             accessible.push(workspace);
         }
     }

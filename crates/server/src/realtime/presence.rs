@@ -108,9 +108,7 @@ pub async fn typing(
     workspace: &str,
     started: bool,
 ) -> Result<(), Error> {
-    if !socket.in_room(&fanout::room(workspace)) {
-        return Err(Error::forbidden());
-    }
+    super::check_write(socket, workspace)?;
     let key = (workspace.to_owned(), socket.id());
     let changed = {
         let mut states = app.typing.states();
@@ -180,7 +178,7 @@ async fn refresh_local_entries(app: &Arc<App>) {
         };
         for socket in namespace.room_sockets(&room) {
             if let Some(conn) = socket.data::<super::Conn>() {
-                entered(app, &socket, &conn.user, workspace).await;
+                entered(app, &socket, &conn.user(), workspace).await;
             }
         }
     }
