@@ -98,6 +98,20 @@ pub fn check_id(what: &str, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// [`check_id`] for a name that stands as one path segment (a collaborative
+/// document's name, and the workspace id beside it in `/collab/{w}/{name}`):
+/// also not `.` or `..`, and without `/` or `\`, so that no name reads as a
+/// path wherever it ends up.
+pub fn check_path_segment(what: &str, name: &str) -> Result<(), Error> {
+    check_id(what, name)?;
+    if name == "." || name == ".." || name.contains(['/', '\\']) {
+        return Err(Error::invalid(format!(
+            "{what} must not be . or .. nor contain / or \\"
+        )));
+    }
+    Ok(())
+}
+
 /// Which messages of a workspace to read. Results are always oldest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {

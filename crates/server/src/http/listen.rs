@@ -24,6 +24,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+/// Largest request head (request line and headers), in bytes.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Serves `router` on `listener` until `stop` completes, then waits for the
 /// open HTTP connections to finish (upgraded connections are on their own by then).
 pub async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
@@ -57,6 +60,9 @@ fn serve_connection(mut stop_signal: watch::Receiver<()>, tcp: TcpStream, router
     }
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
+        // Request heads larger than this get 431; bodies are streamed and
+        // limited per endpoint. hyper's default (about 400 KB) took a 100 KB header.
+        .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router))
         .with_upgrades();
     tokio::spawn(async move {

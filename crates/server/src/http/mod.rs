@@ -62,6 +62,7 @@ pub fn router(app: Arc<App>, io: &SocketIo) -> Router {
         .merge(dev_routes(&app))
         .route_service("/socket.io/", io.service())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(refuse_large_bodies))
         .layer(cors(&app.settings))
         .with_state(app)
 }
@@ -100,6 +101,23 @@ fn cors(settings: &Settings) -> CorsLayer {
             header::CONTENT_TYPE,
             header::HeaderName::from_static("last-event-id"),
         ])
+}
+
+/// Answers 413 `too_large` to an API request that announces a body over
+/// [`MAX_BODY`], whether or not its endpoint reads one (Socket.IO's polling
+/// bodies have their own limit, `SWITCHBOARD_MAX_PAYLOAD`).
+async fn refuse_large_bodies(request: Request, next: axum::middleware::Next) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if request.uri().path().starts_with("/api/")
+        && announced.is_some_and(|length| length > MAX_BODY as u64)
+    {
+        return ApiError(Error::new(ErrorCode::TooLarge, "request body too large")).into_response();
+    }
+    next.run(request).await
 }
 
 /// An error as the HTTP API reports it.
