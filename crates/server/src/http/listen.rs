@@ -61,8 +61,9 @@ fn serve_connection(mut stop_signal: watch::Receiver<()>, tcp: TcpStream, router
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         // Request heads larger than this get 431; bodies are streamed and
-        // limited per endpoint. hyper's default (about 400 KB) took a 100 KB header.
-        .max_buf_size(MAX_HEAD_BYTES)
+        // limited per endpoint. Without it hyper's read buffer (about 400 KB)
+        // took a 100 KB header.
+        .max_header_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router))
         .with_upgrades();
     tokio::spawn(async move {
