@@ -148,10 +148,13 @@ describe("token lifetime with the stock client", () => {
   test("at exp the transport closes; the client reconnects with its auth function and recovers what it missed", async () => {
     const ws = fresh("expiry");
     let minted = 0;
+    let firstExpMs = 0;
     // The app's auth function: the first token lives 2 s, later ones an hour.
     const auth = (cb) => {
       minted += 1;
-      cb({ token: userToken(SECRET, "eve", { workspaces: [ws], ttlSecs: minted === 1 ? 2 : 3600 }) });
+      const token = userToken(SECRET, "eve", { workspaces: [ws], ttlSecs: minted === 1 ? 2 : 3600 });
+      if (minted === 1) firstExpMs = JSON.parse(Buffer.from(token.split(".")[1], "base64url")).exp * 1000;
+      cb({ token });
     };
     const eve = clients.socket(server, { token: null, auth, reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 200 });
     await connected(eve);
@@ -160,7 +163,12 @@ describe("token lifetime with the stock client", () => {
     await join(alice, ws);
     const seen = collectMessages(eve);
     const reasons = collect(eve, "disconnect");
+    let closedAt = 0;
+    eve.once("disconnect", () => (closedAt = Date.now()));
     await eventually(() => reasons.length === 1, 5_000);
+    const late = closedAt - firstExpMs;
+    console.log(`token expiry: transport closed ${late} ms after exp`);
+    assert.ok(late >= 0 && late < 1_000, `closed ${late} ms after exp`);
     assert.equal(reasons[0], "transport close", "an Engine.IO close, not a Socket.IO DISCONNECT");
     // While eve is away (or just back), alice writes; eve gets it by recovery or live.
     const { id } = await send(alice, ws, "while you were away");
