@@ -248,15 +248,8 @@ impl Settings {
         {
             bail!("ping_interval_ms, ping_timeout_ms and sse_ping_interval_ms must be positive");
         }
-        if self.broker != "memory"
-            && !self.broker.starts_with("redis://")
-            && !self.broker.starts_with("redis-cluster://")
-        {
-            bail!(
-                "unsupported broker {:?}: use `memory`, `redis://host:port` or `redis-cluster://host:port,host:port,...`",
-                self.broker
-            );
-        }
+        // The broker crate is the one place that knows broker URLs.
+        switchboard_broker::validate_url(&self.broker)?;
         Ok(())
     }
 }

@@ -188,7 +188,7 @@ fn bad_values_are_refused_with_a_message() {
     assert!(
         broker
             .to_string()
-            .starts_with("unsupported broker \"nats://x\""),
+            .starts_with("invalid broker URL \"nats://x\""),
         "{broker}"
     );
 }
