@@ -4,7 +4,7 @@
 // so a reload keeps them and a link opens the page as someone else.
 
 import { useCallback, useEffect, useState } from "react";
-import { hrefFor, loadDemo } from "./demo.js";
+import { TEAM, hrefFor, loadDemo } from "./demo.js";
 import Session from "./components/Session.jsx";
 import Welcome from "./components/Welcome.jsx";
 
@@ -35,8 +35,8 @@ export default function App() {
     return () => window.removeEventListener("popstate", onPop);
   }, []);
 
-  const navigate = useCallback((next) => {
-    window.history.pushState(null, "", hrefFor(next));
+  const navigate = useCallback((next, { replace = false } = {}) => {
+    window.history[replace ? "replaceState" : "pushState"](null, "", hrefFor(next));
     setLocation(next);
   }, []);
 
@@ -58,7 +58,9 @@ export default function App() {
     );
   }
 
-  const workspace = demo.workspaces.includes(location.workspace) ? location.workspace : demo.workspaces[0];
+  // The token's workspaces, or #team, which the session opens only for its members.
+  const known = [...demo.workspaces, TEAM].includes(location.workspace);
+  const workspace = known ? location.workspace : demo.workspaces[0];
   const me = demo.users.find((u) => u.id === location.user);
   if (!me) return <Welcome users={demo.users} onPick={(user) => navigate({ user, workspace })} />;
   return (
@@ -67,7 +69,7 @@ export default function App() {
       demo={demo}
       me={me}
       workspace={workspace}
-      onWorkspace={(w) => navigate({ user: me.id, workspace: w })}
+      onWorkspace={(w, options) => navigate({ user: me.id, workspace: w }, options)}
       onSignOut={() => navigate({ user: null, workspace })}
     />
   );

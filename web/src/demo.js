@@ -1,6 +1,7 @@
 // What only the demo page needs: the demo session that `serve --dev` hands out
-// (`GET /api/dev/demo`), a test notification sent with the API key (a real app
-// sends these from its backend, never from a browser), and per-user colors.
+// (`GET /api/dev/demo`), a test notification and workspace memberships, both
+// sent with the API key (a real app sends these from its backend, never from a
+// browser), and per-user colors.
 
 /** `{ apiKey, workspaces: [..], users: [{ id, name, token }] }` */
 export async function loadDemo() {
@@ -25,6 +26,35 @@ export async function sendNotification(apiKey, { userId, type, data }) {
   const body = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(`${body.error ?? res.status}: ${body.message ?? "the notification was refused"}`);
   return body;
+}
+
+/**
+ * The workspace that no demo token grants: only its members get in, and the
+ * page's "Members of #team" section adds and removes them as an app's backend
+ * would. Removing someone takes them out of it live (`workspace_removed`).
+ */
+export const TEAM = "team";
+
+/** `PUT` (add, as `member`) or `DELETE` (remove) `/api/workspaces/{id}/members/{userId}` with the API key. */
+export async function setMembership(apiKey, workspaceId, userId, member) {
+  const res = await fetch(`/api/workspaces/${encodeURIComponent(workspaceId)}/members/${encodeURIComponent(userId)}`, {
+    method: member ? "PUT" : "DELETE",
+    headers: { Authorization: `Bearer ${apiKey}` },
+  });
+  if (!res.ok) throw new Error(`the server answered ${res.status}`);
+}
+
+/**
+ * Whether a user (by token) may use a workspace: `GET /api/workspaces/{id}/presence`
+ * answers 200 or 403. Only the demo can ask this about someone else: it holds everyone's token.
+ */
+export async function hasAccess(token, workspaceId) {
+  const res = await fetch(`/api/workspaces/${encodeURIComponent(workspaceId)}/presence`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  if (res.status === 403) return false;
+  if (!res.ok) throw new Error(`the server answered ${res.status}`);
+  return true;
 }
 
 /** The page's address for a user and workspace: `?user=alice&workspace=demo`. */

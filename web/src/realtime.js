@@ -7,6 +7,7 @@
 //   const online = usePresence(socket, workspaceId, chat.joined); // who is online in W
 //   const typing = useTyping(socket, workspaceId, myUserId);      // who is typing, notifyTyping()
 //   const inbox = useNotifications(token);                       // EventSource + list + unread count
+//   const { access, recheck } = useMemberships(socket, ["team"], { onRemoved }); // access that comes and goes
 //   const doc = useDocument({ workspaceId, docName, token, user }); // Y.Doc over y-websocket, awareness peers
 //
 // The server (URL) is the page's own origin unless `url` is given. The wire
@@ -90,11 +91,15 @@ export function useSocket(token, { url } = {}) {
  * latest `limit` messages with `history`, later joins pass `since` so the server
  * replays what was missed. Messages are de-duplicated by id and kept oldest first.
  *
+ * With `stayJoined`, switching away does not leave the workspace (for one that
+ * `useMemberships` keeps joined). When the server takes the socket out of it
+ * (`workspace_removed`), `joined` turns false.
+ *
  * Returns `{ messages, joined, error, send(content), loadOlder(), hasOlder, clearError() }`.
  * `send` resolves with the ack: `{ ok: true, id, createdAt }` or `{ ok: false, error, message }`
  * (e.g. `too_large`); failures, and `error` events from the server, also land in `error`.
  */
-export function useChat(socket, workspaceId, { limit = 50 } = {}) {
+export function useChat(socket, workspaceId, { limit = 50, stayJoined = false } = {}) {
   const [messages, setMessages] = useState([]);
   const [joined, setJoined] = useState(false);
   const [error, setError] = useState(null);
@@ -127,6 +132,9 @@ export function useChat(socket, workspaceId, { limit = 50 } = {}) {
     };
     const onError = (failure) => setError(toError(failure));
     const onDisconnect = () => setJoined(false);
+    const onRemoved = ({ workspaceId: w } = {}) => {
+      if (w === workspaceId) setJoined(false);
+    };
     const join = async () => {
       const since = lastId.current;
       const ack = await request(socket, "join_workspace", since ? { workspaceId, since } : { workspaceId });
@@ -151,6 +159,7 @@ export function useChat(socket, workspaceId, { limit = 50 } = {}) {
     socket.on("error", onError);
     socket.on("connect", join);
     socket.on("disconnect", onDisconnect);
+    socket.on("workspace_removed", onRemoved);
     if (socket.connected) join();
     return () => {
       active = false;
@@ -158,9 +167,10 @@ export function useChat(socket, workspaceId, { limit = 50 } = {}) {
       socket.off("error", onError);
       socket.off("connect", join);
       socket.off("disconnect", onDisconnect);
-      if (socket.connected) socket.emit("leave_workspace", { workspaceId });
+      socket.off("workspace_removed", onRemoved);
+      if (socket.connected && !stayJoined) socket.emit("leave_workspace", { workspaceId });
     };
-  }, [socket, workspaceId, limit]);
+  }, [socket, workspaceId, limit, stayJoined]);
 
   const send = useCallback(
     async (content) => {
@@ -293,6 +303,78 @@ export function useTyping(socket, workspaceId, selfUserId) {
   }, [socket, workspaceId, stopTyping]);
 
   return { typingUserIds, notifyTyping, stopTyping };
+}
+
+/**
+ * Workspaces whose access comes and goes while connected: memberships that the
+ * app's backend adds and removes (`PUT`/`DELETE /api/workspaces/{id}/members/{userId}`).
+ * On every (re)connect, and on `recheck()`, it joins each one (the ack says
+ * whether the user may: ok, or `forbidden`) and stays in it, so that
+ * `workspace_removed` arrives even while the page shows another workspace.
+ *
+ * Returns `{ access, recheck() }`: `access` maps each workspace to `checking`,
+ * `member` or `none`. `onRemoved(workspaceId)` runs when the server takes the
+ * socket out of one (the membership was deleted). Call `recheck()` when the
+ * user may have been added (e.g. on a notification from the backend saying so).
+ */
+export function useMemberships(socket, workspaceIds, { onRemoved } = {}) {
+  const key = workspaceIds.join("\n");
+  const [access, setAccess] = useState({});
+  const recheckRef = useRef(() => {});
+  const onRemovedRef = useRef(onRemoved);
+  useEffect(() => {
+    onRemovedRef.current = onRemoved;
+  });
+
+  useEffect(() => {
+    const ids = key ? key.split("\n") : [];
+    setAccess(Object.fromEntries(ids.map((w) => [w, "checking"])));
+    if (!socket || ids.length === 0) return undefined;
+    let active = true;
+    const joined = new Set();
+    const set = (workspaceId, value) =>
+      setAccess((prev) => (prev[workspaceId] === value ? prev : { ...prev, [workspaceId]: value }));
+    // `all`: re-join even those already joined (after a reconnect the rooms may be gone).
+    const check = (all) =>
+      Promise.all(
+        ids.map(async (workspaceId) => {
+          if (!all && joined.has(workspaceId)) return;
+          const ack = await request(socket, "join_workspace", { workspaceId });
+          if (!active) return;
+          if (ack?.ok) {
+            joined.add(workspaceId);
+            set(workspaceId, "member");
+          } else if (ack?.error === "forbidden") {
+            joined.delete(workspaceId);
+            set(workspaceId, "none");
+          }
+          // Any other failure (a timeout): the last known state stands until the next check.
+        }),
+      );
+    const onConnect = () => check(true);
+    const onWorkspaceRemoved = ({ workspaceId } = {}) => {
+      if (!ids.includes(workspaceId)) return;
+      joined.delete(workspaceId);
+      set(workspaceId, "none");
+      onRemovedRef.current?.(workspaceId);
+    };
+    recheckRef.current = () => {
+      if (socket.connected) check(false);
+    };
+    socket.on("connect", onConnect);
+    socket.on("workspace_removed", onWorkspaceRemoved);
+    if (socket.connected) check(true);
+    return () => {
+      active = false;
+      recheckRef.current = () => {};
+      socket.off("connect", onConnect);
+      socket.off("workspace_removed", onWorkspaceRemoved);
+      if (socket.connected) for (const workspaceId of joined) socket.emit("leave_workspace", { workspaceId });
+    };
+  }, [socket, key]);
+
+  const recheck = useCallback(() => recheckRef.current(), []);
+  return { access, recheck };
 }
 
 // ---------------------------------------------------------------------------

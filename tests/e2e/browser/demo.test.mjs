@@ -5,6 +5,9 @@
 // button rings Alice's bell with an unread count, both edit the shared notes at
 // once and the text converges, Bob reloads and gets the chat history (and the
 // notes) back, and a message over the size limit shows the `too_large` error.
+// Then #team, a workspace no token grants: Alice joins it and adds Bob from the
+// "Members of #team" section, #team shows up in Bob's list, they chat there,
+// and when Alice removes Bob his page says so within 2 s and drops #team live.
 // Every step writes a screenshot to <repo>/target/screenshots/.
 //
 // Run: SWITCHBOARD_BIN=path/to/switchboard node --test browser/
@@ -54,6 +57,8 @@ describe("the --dev demo page in Chromium: Alice and Bob in workspace demo", { t
   const messages = (page) => page.getByTestId("messages");
   const message = (page, text) => messages(page).locator(".message-text", { hasText: text });
   const online = (page, userId) => page.locator(`[data-testid="online"] li[data-user="${userId}"]`);
+  const workspaceItem = (page, w) => page.locator(`[data-testid="workspaces"] li[data-workspace="${w}"]`);
+  const memberRow = (page, userId) => page.locator(`[data-testid="members"] li[data-user="${userId}"]`);
   /** Sends `text` from the composer with Enter. */
   const say = async (page, text) => {
     const composer = page.getByTestId("composer");
@@ -251,6 +256,65 @@ describe("the --dev demo page in Chromium: Alice and Bob in workspace demo", { t
     assert.equal(await composer.inputValue(), tooLong, "the refused text is given back to be edited");
     await shot(alice, "08-too-large-alice");
     assert.equal(await message(bob, "xxxxxxxxxx").count(), 0, "nothing of it reached Bob");
+    assert.deepEqual(pageErrors, [], "no uncaught error in either page");
+  });
+
+  test("Alice joins #team and adds Bob; #team appears in Bob's list and they chat there", async () => {
+    // Leave the refused text of the previous test behind.
+    await alice.getByTestId("composer").fill("");
+    await alice.getByTestId("chat-error").getByRole("button", { name: "Dismiss" }).click();
+
+    // Nobody is a member yet: #team is in no list.
+    for (const page of [alice, bob]) {
+      for (const user of ["alice", "bob", "carol"]) {
+        await memberRow(page, user).and(page.locator('[data-member="no"]')).waitFor();
+      }
+      assert.equal(await workspaceItem(page, "team").count(), 0, "#team is listed only for its members");
+    }
+
+    await alice.getByRole("button", { name: "Join #team" }).click();
+    await workspaceItem(alice, "team").waitFor();
+    await alice.getByRole("button", { name: "Add Bob to #team" }).click();
+    await memberRow(alice, "bob").and(alice.locator('[data-member="yes"]')).waitFor();
+    // Bob's page learns it from the notification the add sends, without a reload.
+    await workspaceItem(bob, "team").waitFor();
+    await bob.getByTestId("bell-count").filter({ hasText: /^1$/ }).waitFor(); // "Alice added you to #team"
+
+    await workspaceItem(alice, "team").getByRole("button").click();
+    await workspaceItem(bob, "team").getByRole("button").click();
+    assert.match(alice.url(), /[?&]workspace=team\b/);
+    await online(alice, "bob").waitFor();
+    await online(bob, "alice").waitFor();
+    await say(bob, "Bob made it into #team");
+    await message(alice, "Bob made it into #team").waitFor();
+    await message(bob, "Bob made it into #team").waitFor();
+    assert.equal(await message(alice, "Hi Bob, this is Alice").count(), 0, "#team has its own messages");
+    await shot(alice, "09-team-alice");
+    await shot(bob, "09-team-bob");
+  });
+
+  test("Alice removes Bob: within 2 s Bob's page says so and #team leaves his list", async () => {
+    const notice = bob.getByTestId("removed-notice");
+    assert.equal(await notice.count(), 0);
+    const removedAt = Date.now();
+    await alice.getByRole("button", { name: "Remove Bob from #team" }).click();
+    await notice.waitFor({ timeout: 2_000 });
+    await workspaceItem(bob, "team").waitFor({ state: "detached", timeout: Math.max(1, 2_000 - (Date.now() - removedAt)) });
+    const elapsed = Date.now() - removedAt;
+    assert.ok(elapsed <= 2_000, `the removal reached Bob's page after ${elapsed} ms`);
+    assert.match(await notice.innerText(), /You were removed from #team/);
+
+    // Bob is back in #demo, with its messages; Alice's #team no longer lists him online.
+    await bob.waitForURL(/[?&]workspace=demo\b/);
+    await message(bob, "Hi Bob, this is Alice").waitFor();
+    assert.equal(await message(bob, "Bob made it into #team").count(), 0);
+    await online(alice, "bob").waitFor({ state: "detached" });
+    await memberRow(alice, "bob").and(alice.locator('[data-member="no"]')).waitFor();
+    await workspaceItem(alice, "team").waitFor(); // Alice is still a member
+    await shot(bob, "10-removed-bob");
+
+    await notice.getByRole("button", { name: "Dismiss" }).click();
+    await notice.waitFor({ state: "detached" });
     assert.deepEqual(pageErrors, [], "no uncaught error in either page");
   });
 });

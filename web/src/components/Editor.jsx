@@ -18,11 +18,12 @@ const TEXT_NAME = "text";
 // y-textarea keys its awareness cursor field by the textarea's id: every client must use the same one.
 const TEXTAREA_ID = "notes";
 
-export default function Editor({ me, workspace }) {
+/** `ready`: the user may open the workspace (a membership one is checked first). */
+export default function Editor({ me, workspace, ready = true }) {
   const color = colorOf(me.id);
   const user = useMemo(() => ({ id: me.id, name: me.name, color: color.hex }), [me.id, me.name, color.hex]);
   const { doc, provider, status, synced, peers } = useDocument({
-    workspaceId: workspace,
+    workspaceId: ready ? workspace : null,
     docName: DOC_NAME,
     token: me.token,
     user,

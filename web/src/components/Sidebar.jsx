@@ -1,9 +1,23 @@
 import { hrefFor } from "../demo.js";
 import Avatar from "./Avatar.jsx";
+import TeamMembers from "./TeamMembers.jsx";
 import TestNotification from "./TestNotification.jsx";
 
-/** Workspaces, who is online, a test notification, and links to open the page as someone else. */
-export default function Sidebar({ me, users, apiKey, workspaces, workspace, onWorkspace, online, names }) {
+/** Workspaces, who is online, the members of #team, a test notification, and links to open the page as someone else. */
+export default function Sidebar({
+  me,
+  users,
+  apiKey,
+  workspaces,
+  workspace,
+  onWorkspace,
+  online,
+  names,
+  team,
+  teamAccess,
+  onTeamChanged,
+  onLeave,
+}) {
   const people = [...online].sort((a, b) =>
     a.userId === me.id ? -1 : b.userId === me.id ? 1 : a.userId.localeCompare(b.userId),
   );
@@ -11,9 +25,9 @@ export default function Sidebar({ me, users, apiKey, workspaces, workspace, onWo
     <aside className="sidebar">
       <section className="side-workspaces">
         <h3>Workspaces</h3>
-        <ul className="workspace-list">
+        <ul className="workspace-list" data-testid="workspaces">
           {workspaces.map((w) => (
-            <li key={w}>
+            <li key={w} data-workspace={w}>
               <button
                 type="button"
                 className={w === workspace ? "active" : ""}
@@ -46,6 +60,16 @@ export default function Sidebar({ me, users, apiKey, workspaces, workspace, onWo
           {people.length === 0 && <li className="muted">Connecting…</li>}
         </ul>
       </section>
+
+      <TeamMembers
+        me={me}
+        users={users}
+        apiKey={apiKey}
+        team={team}
+        myAccess={teamAccess}
+        onChanged={onTeamChanged}
+        onLeave={onLeave}
+      />
 
       <TestNotification me={me} users={users} apiKey={apiKey} />
 
