@@ -62,7 +62,7 @@ pub fn resubscribed(app: &Weak<App>) {
     let Some(app) = app.upgrade() else { return };
     tokio::spawn(async move {
         let mut pairs = BTreeSet::new();
-        for socket in app.namespace.sockets() {
+        for socket in app.realtime.namespace.sockets() {
             for room in socket.rooms() {
                 if let (Some(workspace), Some(conn)) =
                     (fanout::workspace_of_room(&room), socket.data::<Conn>())
@@ -87,7 +87,11 @@ pub async fn reapply(app: &Arc<App>, user_id: &str, workspace: &str) {
         }
     };
     let mut removed = 0u64;
-    for socket in app.namespace.room_sockets(&fanout::room(workspace)) {
+    for socket in app
+        .realtime
+        .namespace
+        .room_sockets(&fanout::room(workspace))
+    {
         let Some(conn) = socket.data::<Conn>() else {
             continue;
         };

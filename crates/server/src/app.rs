@@ -17,28 +17,24 @@ use crate::http::dev::DevHooks;
 use crate::notify::{Hub, Publisher};
 use crate::realtime::{self, fanout, presence, ConnectionCounts, Typing, Writer};
 
-/// Shared state of one server process.
+/// Shared state of one server process: the ports, and one part per transport.
 pub struct App {
     pub settings: Settings,
     pub auth: Authenticator,
     pub store: Arc<dyn Store>,
     pub broker: Arc<dyn Broker>,
-    pub limits: MessageLimits,
-    pub writer: Writer,
     pub presence: Arc<dyn Presence>,
-    pub typing: Typing,
-    pub connections: ConnectionCounts,
-    /// Socket.IO connections by the time their token expires.
-    pub expiries: realtime::expiry::Expiries,
-    /// `serve --dev` only: its test hooks (the demo routes are mounted too).
-    pub dev: Option<DevHooks>,
-    /// The main Socket.IO namespace.
-    pub namespace: Namespace,
+    /// The Socket.IO side: namespace, ordering task, typing, per-user counts, expiries.
+    pub realtime: realtime::Node,
+    /// Notification listeners of this node (SSE streams, held polls).
     pub hub: Arc<Hub>,
     /// Stores and publishes notifications, in id order on this node.
     pub notifier: Publisher,
+    /// Collaborative documents open on this node.
     pub collab: Arc<Collab>,
     pub metrics: PrometheusHandle,
+    /// `serve --dev` only: its test hooks (the demo routes are mounted too).
+    pub dev: Option<DevHooks>,
 }
 
 impl App {
@@ -199,17 +195,19 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
             .expect("the namespace \"/\" was registered just above");
         built = Some(io);
         App {
-            limits: MessageLimits {
-                max_chars: settings.max_message_chars,
+            realtime: realtime::Node {
+                namespace,
+                writer: Writer::start(app.clone(), last_published),
+                limits: MessageLimits {
+                    max_chars: settings.max_message_chars,
+                },
+                typing: Typing::default(),
+                connections: ConnectionCounts::default(),
+                expiries: Default::default(),
             },
-            writer: Writer::start(app.clone(), last_published),
             presence,
-            typing: Typing::default(),
-            connections: ConnectionCounts::default(),
-            expiries: Default::default(),
             dev: dev.then(DevHooks::default),
             notifier: Publisher::new(store.clone(), broker.clone()),
-            namespace,
             hub,
             collab,
             auth,
@@ -221,7 +219,7 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
     });
     let io = built.context("the Socket.IO server was not built")?;
     let _ = consumers.set(Consumers {
-        rooms: app.namespace.clone(),
+        rooms: app.realtime.namespace.clone(),
         users: app.hub.clone(),
         documents: app.collab.clone(),
         access: Arc::downgrade(&app),
@@ -262,7 +260,7 @@ pub async fn serve(settings: Settings, dev: bool) -> anyhow::Result<()> {
         () = &mut server => {}
         _ = shutdown_signal() => {
             let _ = stop.send(());
-            for socket in app.namespace.sockets() {
+            for socket in app.realtime.namespace.sockets() {
                 socket.close_connection();
             }
             let drained = async {

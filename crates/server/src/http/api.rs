@@ -151,7 +151,8 @@ pub async fn publish(
             Error::invalid("event must be 1 to 64 characters and not a reserved name").into(),
         );
     }
-    app.writer
+    app.realtime
+        .writer
         .publish(body.workspace_id, body.event, body.data)
         .await?;
     Ok(StatusCode::ACCEPTED)

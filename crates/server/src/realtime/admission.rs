@@ -88,7 +88,7 @@ async fn enter(app: &Arc<App>, socket: &Socket, mut entry: Entry) -> Result<(), 
         if let Some(after) = entry.after {
             entry.after = Some(replay(app, socket, &entry.workspaces, after).await?);
         }
-        match app.writer.enter(socket, entry.clone()).await? {
+        match app.realtime.writer.enter(socket, entry.clone()).await? {
             Entered::Done => return Ok(()),
             Entered::Behind(sent) => entry.after = Some(sent),
         }

@@ -96,7 +96,7 @@ async fn send(app: &Arc<App>, socket: &Socket, user: &User, args: Vec<Value>) ->
         Some(_) => return Err(Error::invalid("clientMsgId must be a string")),
     };
     super::check_write(socket, workspace)?;
-    app.limits.check_content(content)?;
+    app.realtime.limits.check_content(content)?;
     let message = NewMessage {
         workspace_id: workspace.to_owned(),
         user_id: user.id.clone(),
@@ -104,7 +104,7 @@ async fn send(app: &Arc<App>, socket: &Socket, user: &User, args: Vec<Value>) ->
         client_msg_id,
         created_at: switchboard_core::time::now_millis(),
     };
-    let stored = app.writer.send(message).await?;
+    let stored = app.realtime.writer.send(message).await?;
     let mut ack = Map::new();
     ack.insert("id".into(), json!(stored.id));
     ack.insert(

@@ -75,7 +75,10 @@ pub async fn housekeeping(app: Weak<App>) {
     loop {
         tick.tick().await;
         let Some(app) = app.upgrade() else { return };
-        let due = app.expiries.due(switchboard_core::time::now_millis());
+        let due = app
+            .realtime
+            .expiries
+            .due(switchboard_core::time::now_millis());
         for socket in due {
             metrics::counter!("switchboard_tokens_expired_total").increment(1);
             socket.close_connection();

@@ -21,16 +21,32 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
-use switchboard_core::{Error, ErrorCode, RecoverySession, Role, User};
+use switchboard_core::{Error, ErrorCode, MessageLimits, RecoverySession, Role, User};
 use switchboard_socketio::{
     AckSender, BoxFuture, ConnectError, ConnectRequest, Connected, DisconnectReason, Event,
-    Handler, RecoveryRequest, Socket,
+    Handler, Namespace, RecoveryRequest, Socket,
 };
 
 pub use presence::Typing;
 pub use writer::Writer;
 
 use crate::app::App;
+
+/// What the Socket.IO side keeps per node.
+pub struct Node {
+    /// The main namespace.
+    pub namespace: Namespace,
+    /// The ordering task: stores and broadcasts chat in id order.
+    pub writer: Writer,
+    /// Message size limits.
+    pub limits: MessageLimits,
+    /// Who is typing where.
+    pub typing: Typing,
+    /// Connected sockets per user, for the per-user limit.
+    pub connections: ConnectionCounts,
+    /// Socket.IO connections by the time their token expires.
+    pub expiries: expiry::Expiries,
+}
 
 /// The handler of the main namespace. It holds the app weakly: the app holds
 /// the namespace, which holds this handler.
@@ -124,9 +140,9 @@ impl Conn {
         self.set_user(user);
         let mut expiry = lock(&self.expiry);
         if let Some(key) = expiry.take() {
-            app.expiries.untrack(key);
+            app.realtime.expiries.untrack(key);
         }
-        *expiry = Some(app.expiries.track(socket, expires_at));
+        *expiry = Some(app.realtime.expiries.track(socket, expires_at));
     }
 
     /// Forgets a workspace the socket left.
@@ -199,7 +215,7 @@ impl Handler for Realtime {
                     return Err(ConnectError::new("Authentication failed"));
                 }
             };
-            if app.connections.count(&user.id) >= app.settings.max_connections_per_user {
+            if app.realtime.connections.count(&user.id) >= app.settings.max_connections_per_user {
                 count_error(ErrorCode::RateLimited);
                 return Err(ConnectError::new("Too many connections"));
             }
@@ -229,8 +245,8 @@ impl Handler for Realtime {
         metrics::gauge!("switchboard_connections", "transport" => transport).increment(1.0);
         if let Some(conn) = socket.data::<Conn>() {
             let user = conn.user();
-            app.connections.add(&user.id);
-            *lock(&conn.expiry) = Some(app.expiries.track(socket, user.expires_at));
+            app.realtime.connections.add(&user.id);
+            *lock(&conn.expiry) = Some(app.realtime.expiries.track(socket, user.expires_at));
         }
         if recovered {
             metrics::counter!("switchboard_recoveries_total").increment(1);
@@ -269,9 +285,9 @@ impl Handler for Realtime {
         let transport = socket.data::<Conn>().map_or("unknown", |c| c.transport);
         metrics::gauge!("switchboard_connections", "transport" => transport).decrement(1.0);
         if let Some(conn) = socket.data::<Conn>() {
-            app.connections.remove(&conn.user().id);
+            app.realtime.connections.remove(&conn.user().id);
             if let Some(key) = lock(&conn.expiry).take() {
-                app.expiries.untrack(key);
+                app.realtime.expiries.untrack(key);
             }
         }
         let workspaces: Vec<String> = socket

@@ -76,6 +76,7 @@ pub async fn entered(app: &App, socket: &Socket, user: &User, workspace: &str) {
 /// user leaves if this was their last connection there.
 pub async fn left(app: &App, socket_id: Sid, workspace: &str) {
     let typing = app
+        .realtime
         .typing
         .states()
         .remove(&(workspace.to_owned(), socket_id));
@@ -111,7 +112,7 @@ pub async fn typing(
     super::check_write(socket, workspace)?;
     let key = (workspace.to_owned(), socket.id());
     let changed = {
-        let mut states = app.typing.states();
+        let mut states = app.realtime.typing.states();
         if started {
             let deadline = Instant::now() + app.settings.typing_timeout;
             states.insert(key, (user.id.clone(), deadline)).is_none()
@@ -171,7 +172,7 @@ pub async fn typing_housekeeping(app: Weak<App>) {
 }
 
 async fn refresh_local_entries(app: &Arc<App>) {
-    let namespace = &app.namespace;
+    let namespace = &app.realtime.namespace;
     for room in namespace.rooms() {
         let Some(workspace) = fanout::workspace_of_room(&room) else {
             continue;
@@ -198,7 +199,7 @@ async fn expire_entries(app: &App) {
 async fn expire_typing(app: &App) {
     let now = Instant::now();
     let expired: Vec<((String, Sid), String)> = {
-        let mut states = app.typing.states();
+        let mut states = app.realtime.typing.states();
         let keys: Vec<(String, Sid)> = states
             .iter()
             .filter(|(_, (_, d))| *d <= now)

@@ -77,7 +77,7 @@ impl TestNode {
 
     /// The main namespace.
     pub fn namespace(&self) -> Namespace {
-        self.app.namespace.clone()
+        self.app.realtime.namespace.clone()
     }
 
     /// The server side of a client.
