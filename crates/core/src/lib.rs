@@ -20,6 +20,7 @@ pub use error::{Error, ErrorCode};
 pub use notify::{NewNotification, Notification};
 pub use ports::{
     Broker, BrokerError, BrokerEvent, BrokerHandler, DocumentId, DocumentLog, DocumentStore,
-    MembershipStore, MessageStore, NotificationStore, Presence, PresenceEntry, RecoverySession,
-    RecoveryStore, Store, StoreError, StoreHealth, Topic,
+    DocumentSummary, DocumentVersion, DocumentVersions, MembershipStore, MessageStore,
+    NotificationStore, Presence, PresenceEntry, RecoverySession, RecoveryStore, Store, StoreError,
+    StoreHealth, Topic,
 };

@@ -115,6 +115,9 @@ settings! {
         /// Past this many logged updates, a document's log is compacted into a snapshot. Default 500.
         collab_compact_updates -> compact_updates: usize = 500,
             env "SWITCHBOARD_COLLAB_COMPACT_UPDATES";
+        /// Versions of each document kept, one per compaction (its snapshot), for the document API to list and restore; 0 keeps none. Default 10.
+        collab_versions_kept -> versions_kept: u32 = 10,
+            env "SWITCHBOARD_COLLAB_VERSIONS_KEPT";
     }
 }
 
@@ -160,6 +163,7 @@ pub struct CollabLimits {
     pub max_clients: usize,
     pub unload_after: Duration,
     pub compact_updates: usize,
+    pub versions_kept: u32,
 }
 
 const DEFAULT_CONFIG_FILE: &str = "switchboard.toml";

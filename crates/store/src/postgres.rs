@@ -76,6 +76,21 @@ const MIGRATIONS: &[Migration] = &[
         4,
         "ALTER TABLE memberships ADD COLUMN role TEXT NOT NULL DEFAULT 'member';",
     ),
+    (
+        5,
+        "ALTER TABLE document_updates ADD COLUMN created_at BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE document_snapshots ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0;
+    UPDATE document_updates SET created_at = CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT);
+    UPDATE document_snapshots SET updated_at = CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT);
+    CREATE TABLE document_versions (
+        workspace_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        data BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (workspace_id, name, version)
+    );",
+    ),
 ];
 
 /// Key of the advisory lock held while migrating.

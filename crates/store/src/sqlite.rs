@@ -78,6 +78,21 @@ const MIGRATIONS: &[Migration] = &[
         4,
         "ALTER TABLE memberships ADD COLUMN role TEXT NOT NULL DEFAULT 'member';",
     ),
+    (
+        5,
+        "ALTER TABLE document_updates ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE document_snapshots ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE document_updates SET created_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+    UPDATE document_snapshots SET updated_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+    CREATE TABLE document_versions (
+        workspace_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (workspace_id, name, version)
+    );",
+    ),
 ];
 
 /// The SQLite engine: a single-connection writer pool and a read-only pool.

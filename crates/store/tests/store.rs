@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use switchboard_core::{
-    DocumentId, DocumentLog, NewMessage, NewNotification, RecoverySession, Role, Store, StoreError,
-    Window,
+    DocumentId, DocumentLog, DocumentSummary, NewMessage, NewNotification, RecoverySession, Role,
+    Store, StoreError, Window,
 };
 
 fn new_message(workspace: &str, content: &str) -> NewMessage {
@@ -111,6 +111,9 @@ for_each_store!(
     ping_answers,
     document_logs_append_and_compact,
     a_stale_compaction_changes_nothing,
+    documents_are_listed_by_name_with_size_and_last_update,
+    compaction_keeps_the_newest_versions,
+    a_deleted_document_is_gone_with_its_versions,
 );
 
 async fn ids_increase_across_workspaces(store: Arc<dyn Store>) {
@@ -388,7 +391,7 @@ async fn document_logs_append_and_compact(store: Arc<dyn Store>) {
     // Compact the first two; the third stays in the log.
     let replaced: Vec<i64> = log.updates[..2].iter().map(|(id, _)| *id).collect();
     assert!(store
-        .compact_document(&notes, 0, b"s12", &replaced)
+        .compact_document(&notes, 0, b"s12", &replaced, 5)
         .await
         .unwrap());
     let log = store.document_log(&notes).await.unwrap();
@@ -398,7 +401,7 @@ async fn document_logs_append_and_compact(store: Arc<dyn Store>) {
 
     let replaced: Vec<i64> = log.updates.iter().map(|(id, _)| *id).collect();
     assert!(store
-        .compact_document(&notes, 1, b"s123", &replaced)
+        .compact_document(&notes, 1, b"s123", &replaced, 5)
         .await
         .unwrap());
     let log = store.document_log(&notes).await.unwrap();
@@ -420,7 +423,7 @@ async fn a_stale_compaction_changes_nothing(store: Arc<dyn Store>) {
     let seen = store.document_log(&notes).await.unwrap();
     let ids: Vec<i64> = seen.updates.iter().map(|(id, _)| *id).collect();
     assert!(store
-        .compact_document(&notes, 0, b"first", &ids)
+        .compact_document(&notes, 0, b"first", &ids, 5)
         .await
         .unwrap());
 
@@ -432,7 +435,7 @@ async fn a_stale_compaction_changes_nothing(store: Arc<dyn Store>) {
     let later = store.document_log(&notes).await.unwrap();
     let later_ids: Vec<i64> = later.updates.iter().map(|(id, _)| *id).collect();
     assert!(!store
-        .compact_document(&notes, 0, b"stale", &later_ids)
+        .compact_document(&notes, 0, b"stale", &later_ids, 5)
         .await
         .unwrap());
     let log = store.document_log(&notes).await.unwrap();
@@ -442,6 +445,191 @@ async fn a_stale_compaction_changes_nothing(store: Arc<dyn Store>) {
         [&b"u2"[..]],
         "a refused compaction deletes nothing"
     );
+    let versions = store.document_versions(&notes).await.unwrap();
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1],
+        "a refused compaction keeps no version"
+    );
+}
+
+/// The ids of a document's logged updates.
+async fn logged_ids(store: &Arc<dyn Store>, document: &DocumentId) -> (i64, Vec<i64>) {
+    let log = store.document_log(document).await.unwrap();
+    (log.version, log.updates.iter().map(|(id, _)| *id).collect())
+}
+
+async fn documents_are_listed_by_name_with_size_and_last_update(store: Arc<dyn Store>) {
+    let started = switchboard_core::time::now_millis();
+    assert!(store.documents("w1", None, 10).await.unwrap().is_empty());
+    for (workspace, name, update) in [
+        ("w1", "b", &b"bb"[..]),
+        ("w1", "a", b"a"),
+        ("w2", "a", b"other workspace"),
+        ("w1", "c", b"ccc"),
+        ("w1", "b", b"bbbb"),
+    ] {
+        store
+            .append_document_updates(
+                &document(workspace, name),
+                &[Bytes::copy_from_slice(update)],
+            )
+            .await
+            .unwrap();
+    }
+    let listed = store.documents("w1", None, 10).await.unwrap();
+    let shape: Vec<(&str, i64)> = listed.iter().map(|d| (d.name.as_str(), d.bytes)).collect();
+    assert_eq!(shape, [("a", 1), ("b", 6), ("c", 3)]);
+    let now = switchboard_core::time::now_millis();
+    for d in &listed {
+        assert!(
+            (started..=now).contains(&d.updated_at),
+            "{d:?} within {started}..={now}"
+        );
+    }
+    let page: Vec<String> = store
+        .documents("w1", Some("a"), 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(page, ["b"], "after a cursor, at most the limit");
+
+    // Compaction: the size is the snapshot's plus what was logged since, the
+    // last update stays that of the updates it replaced.
+    let b = document("w1", "b");
+    let before = listed[1].clone();
+    let (version, ids) = logged_ids(&store, &b).await;
+    assert!(store
+        .compact_document(&b, version, b"snap", &ids, 2)
+        .await
+        .unwrap());
+    let after = store.documents("w1", Some("a"), 1).await.unwrap();
+    assert_eq!(
+        after,
+        [DocumentSummary {
+            name: "b".into(),
+            bytes: 4,
+            updated_at: before.updated_at
+        }]
+    );
+    store
+        .append_document_updates(&b, &[Bytes::from_static(b"x")])
+        .await
+        .unwrap();
+    let after = store.documents("w1", Some("a"), 1).await.unwrap();
+    assert_eq!(after[0].bytes, 5);
+    assert!(after[0].updated_at >= before.updated_at);
+}
+
+async fn compaction_keeps_the_newest_versions(store: Arc<dyn Store>) {
+    let notes = document("w1", "notes");
+    assert!(store.document_versions(&notes).await.unwrap().is_empty());
+    let started = switchboard_core::time::now_millis();
+    for (i, snapshot) in [&b"v1"[..], b"v22", b"v333"].into_iter().enumerate() {
+        store
+            .append_document_updates(&notes, &[Bytes::from(format!("u{i}"))])
+            .await
+            .unwrap();
+        let (version, ids) = logged_ids(&store, &notes).await;
+        assert!(store
+            .compact_document(&notes, version, snapshot, &ids, 2)
+            .await
+            .unwrap());
+    }
+    let versions = store.document_versions(&notes).await.unwrap();
+    let shape: Vec<(i64, i64)> = versions.iter().map(|v| (v.version, v.bytes)).collect();
+    assert_eq!(shape, [(3, 4), (2, 3)], "the newest two, newest first");
+    let now = switchboard_core::time::now_millis();
+    assert!(versions
+        .iter()
+        .all(|v| (started..=now).contains(&v.created_at)));
+    assert_eq!(
+        store.document_version(&notes, 2).await.unwrap().as_deref(),
+        Some(&b"v22"[..])
+    );
+    assert_eq!(store.document_version(&notes, 1).await.unwrap(), None);
+    assert_eq!(
+        store
+            .document_version(&document("w2", "notes"), 3)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Keeping none drops those there are.
+    store
+        .append_document_updates(&notes, &[Bytes::from_static(b"u4")])
+        .await
+        .unwrap();
+    let (version, ids) = logged_ids(&store, &notes).await;
+    assert!(store
+        .compact_document(&notes, version, b"v4", &ids, 0)
+        .await
+        .unwrap());
+    assert!(store.document_versions(&notes).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .document_log(&notes)
+            .await
+            .unwrap()
+            .snapshot
+            .as_deref(),
+        Some(&b"v4"[..])
+    );
+}
+
+async fn a_deleted_document_is_gone_with_its_versions(store: Arc<dyn Store>) {
+    let notes = document("w1", "notes");
+    let kept = document("w1", "kept");
+    for d in [&notes, &kept] {
+        store
+            .append_document_updates(d, &[Bytes::from_static(b"u1")])
+            .await
+            .unwrap();
+        let (version, ids) = logged_ids(&store, d).await;
+        assert!(store
+            .compact_document(d, version, b"s1", &ids, 3)
+            .await
+            .unwrap());
+    }
+    store
+        .append_document_updates(&notes, &[Bytes::from_static(b"u2")])
+        .await
+        .unwrap();
+    let (version, stale_ids) = logged_ids(&store, &notes).await;
+
+    assert!(store.delete_document(&notes).await.unwrap());
+    assert_eq!(
+        store.document_log(&notes).await.unwrap(),
+        DocumentLog::default()
+    );
+    assert!(store.document_versions(&notes).await.unwrap().is_empty());
+    let names: Vec<String> = store
+        .documents("w1", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, ["kept"]);
+    assert!(
+        !store.delete_document(&notes).await.unwrap(),
+        "already gone"
+    );
+
+    // A compaction that read the log before the deletion brings nothing back.
+    assert!(!store
+        .compact_document(&notes, version, b"s12", &stale_ids, 3)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.document_log(&notes).await.unwrap(),
+        DocumentLog::default()
+    );
+    assert!(store.document_versions(&notes).await.unwrap().is_empty());
+    assert_eq!(store.document_versions(&kept).await.unwrap().len(), 1);
 }
 
 /// Nothing listens on port 1: the database is unreachable, which may change.

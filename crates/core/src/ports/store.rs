@@ -1,6 +1,7 @@
 //! The Store ports: durable state, one small trait per concern —
 //! [`MessageStore`], [`MembershipStore`], [`RecoveryStore`],
-//! [`NotificationStore`], [`DocumentStore`] and [`StoreHealth`] — and
+//! [`NotificationStore`], [`DocumentStore`], [`DocumentVersions`] and
+//! [`StoreHealth`] — and
 //! [`Store`], every one of them at once, which is what the server holds
 //! (`Arc<dyn Store>`). Also the values they exchange and [`StoreError`].
 //!
@@ -213,6 +214,29 @@ pub struct DocumentLog {
     pub updates: Vec<(i64, Bytes)>,
 }
 
+/// A document as its workspace's listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocumentSummary {
+    /// Its name within the workspace.
+    pub name: String,
+    /// Bytes stored: the snapshot plus the updates logged since (what counts
+    /// against the document size limit; kept versions do not).
+    pub bytes: i64,
+    /// When an update to it was last logged, in milliseconds since the epoch.
+    pub updated_at: i64,
+}
+
+/// A version of a document kept at a compaction: the snapshot it wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocumentVersion {
+    /// The compaction's number ([`DocumentLog::version`] after it): 1, 2, ...
+    pub version: i64,
+    /// Size of the snapshot, in bytes.
+    pub bytes: i64,
+    /// When the compaction wrote it, in milliseconds since the epoch.
+    pub created_at: i64,
+}
+
 /// Collaborative documents: an append-only log of updates, compacted now and
 /// then into a snapshot.
 #[async_trait]
@@ -227,15 +251,47 @@ pub trait DocumentStore: Send + Sync {
     async fn document_log(&self, document: &DocumentId) -> Result<DocumentLog, StoreError>;
     /// Replaces a document's snapshot with `snapshot` and deletes the logged
     /// updates `replaced` (which the snapshot includes), in one transaction, if
-    /// the snapshot is still at `log_version`. False when another writer
-    /// compacted first, in which case nothing changed.
+    /// the snapshot is still at `log_version` and every replaced update is
+    /// still there. The snapshot is kept as version `log_version + 1` too, with
+    /// at most `keep_versions` of the newest versions (0 keeps none). False
+    /// when another writer compacted first or the document was deleted
+    /// meanwhile, in which case nothing changed.
     async fn compact_document(
         &self,
         document: &DocumentId,
         log_version: i64,
         snapshot: &[u8],
         replaced: &[i64],
+        keep_versions: u32,
     ) -> Result<bool, StoreError>;
+    /// The documents of a workspace whose names sort after `after` (all when
+    /// `None`), by name, at most `limit`.
+    async fn documents(
+        &self,
+        workspace: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DocumentSummary>, StoreError>;
+    /// Deletes a document: its log, snapshot and kept versions, in one
+    /// transaction. False when it had none of them.
+    async fn delete_document(&self, document: &DocumentId) -> Result<bool, StoreError>;
+}
+
+/// The versions of documents kept at compaction (see
+/// [`DocumentStore::compact_document`]).
+#[async_trait]
+pub trait DocumentVersions: Send + Sync {
+    /// A document's kept versions, newest first.
+    async fn document_versions(
+        &self,
+        document: &DocumentId,
+    ) -> Result<Vec<DocumentVersion>, StoreError>;
+    /// One kept version's snapshot (a Yjs update), if it is kept.
+    async fn document_version(
+        &self,
+        document: &DocumentId,
+        version: i64,
+    ) -> Result<Option<Bytes>, StoreError>;
 }
 
 /// Whether the store is up, for readiness checks.
@@ -253,6 +309,7 @@ pub trait Store:
     + RecoveryStore
     + NotificationStore
     + DocumentStore
+    + DocumentVersions
     + StoreHealth
     + 'static
 {
@@ -264,6 +321,7 @@ impl<T> Store for T where
         + RecoveryStore
         + NotificationStore
         + DocumentStore
+        + DocumentVersions
         + StoreHealth
         + 'static
 {

@@ -34,6 +34,7 @@ fn limits() -> CollabLimits {
         max_clients: 256,
         unload_after: Duration::from_secs(30),
         compact_updates: 500,
+        versions_kept: 10,
     }
 }
 

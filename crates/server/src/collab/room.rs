@@ -721,7 +721,13 @@ async fn compact(collab: &Collab, id: &DocumentId) -> Result<Option<usize>, Stor
     let replaced: Vec<i64> = log.updates.iter().map(|(id, _)| *id).collect();
     let compacted = collab
         .store
-        .compact_document(id, log.version, &snapshot, &replaced)
+        .compact_document(
+            id,
+            log.version,
+            &snapshot,
+            &replaced,
+            collab.limits.versions_kept,
+        )
         .await?;
     Ok(compacted.then_some(snapshot.len()))
 }
