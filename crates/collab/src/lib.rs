@@ -8,6 +8,7 @@
 //! its Broker.
 
 pub mod document;
+pub mod json;
 pub mod protocol;
 
 pub use document::{AwarenessChanges, Document, DocumentError};
