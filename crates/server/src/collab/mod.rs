@@ -11,10 +11,10 @@
 //! ([`Topic::Document`]) and every node with that document open subscribes
 //! to it. A payload is `<node id>\n<kind><data>`: `U` an update
 //! (already stored), `A` awareness states, `Q` a node asking the others for
-//! their awareness states. A node skips its own payloads: its clients had
-//! them directly. When the broker had lost its subscriptions for a while,
-//! every room reads its document from the Store again and sends its clients
-//! what they missed.
+//! their awareness states, `D` the document was deleted. A node skips its
+//! own payloads: its clients had them directly. When the broker had lost its
+//! subscriptions for a while, every room reads its document from the Store
+//! again and sends its clients what they missed.
 //!
 //! Access holds on live connections: a connection carries its user and
 //! whether it may write, settled at the upgrade. A viewer's updates are
@@ -23,6 +23,20 @@
 //! connections to the workspace's documents (closed with 1008 without access,
 //! read-only or writable per the new role), and a connection closes with 1008
 //! at its token's `exp`.
+//!
+//! The document API (`http::documents`) reads documents from the Store, and
+//! restores and deletes them through [`Collab::restore`] and
+//! [`Collab::delete`]. A restore is applied by the document's room on this
+//! node, opened for it if no client has it open, like any client's update:
+//! one path, whatever is open where, and no room can open on this node
+//! between a check and a write and miss it. A deletion goes through the
+//! room when it is open here (so no update of its clients is stored after
+//! it), else straight to the Store; either way the other nodes hear of it
+//! on the document's topic, and every connection to it closes with 4404.
+//! Not 1000 or 1008: on those the stock y-websocket client (3.x) reconnects
+//! within a fraction of a second and sends its whole copy, which would
+//! store the deleted document again; a close code in 4400-4499 is permanent
+//! to it, and it stops.
 //!
 //! The HTTP upgrade (auth, access, limits) lives in `http::collab`.
 
@@ -36,7 +50,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use switchboard_core::{Broker, DocumentId, Role, Store, Topic};
+use switchboard_core::{Broker, DocumentId, Role, Store, StoreError, Topic};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Duration, Instant};
 
@@ -71,6 +85,9 @@ pub enum CloseCode {
     Forbidden,
     /// 1008: the token expired; reconnect with a fresh one.
     Expired,
+    /// 4404: the document was deleted through the document API; do not
+    /// reconnect (y-websocket stops on 4400-4499), or it comes back.
+    Deleted,
     /// 1009: a message larger than the update limit.
     TooLarge,
     /// 1011: the document could not be loaded or stored.
@@ -91,8 +108,23 @@ impl CloseCode {
             CloseCode::TooLarge => 1009,
             CloseCode::Unavailable => 1011,
             CloseCode::TryAgainLater => 1013,
+            CloseCode::Deleted => 4404,
         }
     }
+}
+
+/// Why a restore did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The restoring update would take the document past its size limit.
+    #[error("restoring this version would take the document past its size limit")]
+    TooLarge,
+    /// The version or the document does not decode, or yrs failed on them.
+    #[error("the version cannot be restored: {0}")]
+    Invalid(String),
+    /// The document could not be loaded or stored.
+    #[error("the document is unavailable")]
+    Unavailable,
 }
 
 /// Who a connection belongs to and what it may do, as the upgrade settled it.
@@ -342,6 +374,7 @@ impl Collab {
                 }
             },
             b'Q' => Some(Remote::Query),
+            b'D' => Some(Remote::Deleted),
             _ => None,
         }
     }
@@ -354,6 +387,57 @@ impl Collab {
         out.put_u8(kind);
         out.put_slice(data);
         out.freeze()
+    }
+
+    /// A document as the Store holds it, as one Yjs update (`None` when the
+    /// Store has nothing of it). Updates reach the Store before any client,
+    /// so this is all that clients have seen.
+    pub async fn document(&self, document: &DocumentId) -> Result<Option<Bytes>, StoreError> {
+        let log = self.store.document_log(document).await?;
+        if log.snapshot.is_none() && log.updates.is_empty() {
+            return Ok(None);
+        }
+        let (state, _) = room::restore(&log);
+        Ok(Some(Bytes::from(state.diff(&Default::default()))))
+    }
+
+    /// Makes a document's content that of `version` (a kept snapshot of it)
+    /// with one update that reaches its clients on every node as any
+    /// client's update does. Applied by the document's room on this node,
+    /// opened for it if needed.
+    pub async fn restore(
+        self: &Arc<Self>,
+        document: &DocumentId,
+        version: Bytes,
+    ) -> Result<(), RestoreError> {
+        let (done, restored) = oneshot::channel();
+        let command = Command::Restore { version, done };
+        if self.room(document).commands.send(command).await.is_err() {
+            return Err(RestoreError::Unavailable);
+        }
+        // A room that failed to load drops the command unanswered.
+        restored.await.unwrap_or(Err(RestoreError::Unavailable))
+    }
+
+    /// Deletes a document (its log, snapshot and versions) and closes every
+    /// connection to it, on every node, with 4404. False when the Store had
+    /// nothing of it.
+    pub async fn delete(&self, document: &DocumentId) -> Result<bool, StoreError> {
+        let room = self.rooms().get(document).cloned();
+        if let Some(room) = room {
+            let (done, deleted) = oneshot::channel();
+            if room.commands.send(Command::Delete { done }).await.is_ok() {
+                if let Ok(deleted) = deleted.await {
+                    return deleted;
+                }
+            }
+        }
+        let deleted = self.store.delete_document(document).await?;
+        let payload = self.payload(b'D', &[]);
+        if let Err(e) = self.broker.publish(&channel(document), payload).await {
+            tracing::warn!(error = %e, document = ?document, "telling other nodes of a deletion failed");
+        }
+        Ok(deleted)
     }
 
     /// Closes every connection (1001) so its client reconnects elsewhere, and

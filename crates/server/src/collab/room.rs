@@ -17,6 +17,13 @@
 //! Past `compact_updates` logged updates, a separate task compacts the log
 //! from what the Store holds (not from memory, which may lack an update that
 //! another node is still relaying), so compaction never loses an update.
+//!
+//! The document API reaches a document through its room too: a restore
+//! ([`Command::Restore`]) is an update the room makes itself and then handles
+//! as a client's (stored, relayed, published), and a deletion
+//! ([`Command::Delete`], or [`Remote::Deleted`] from the node that deleted
+//! it) closes every connection with 4404 and empties the room's document, so
+//! that it holds no more than the Store does.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,14 +31,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use switchboard_collab::{
-    protocol, AwarenessUpdate, ClientID, ClientMessage, Document, DocumentError,
+    json, protocol, AwarenessUpdate, ClientID, ClientMessage, Document, DocumentError, StateVector,
 };
 use switchboard_core::time::now_millis;
 use switchboard_core::{DocumentId, DocumentLog, Role, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{CloseCode, Collab, Grant, Outgoing, RoomHandle};
+use super::{CloseCode, Collab, Grant, Outgoing, RestoreError, RoomHandle};
 
 /// Commands queued for a room; the queue bounds how far clients can run ahead.
 const COMMAND_QUEUE: usize = 256;
@@ -67,6 +74,15 @@ pub(super) enum Command {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+    /// Make the document's content that of `version` (a kept snapshot).
+    Restore {
+        version: Bytes,
+        done: oneshot::Sender<Result<(), RestoreError>>,
+    },
+    /// Delete the document from the Store, here and on every node.
+    Delete {
+        done: oneshot::Sender<Result<bool, StoreError>>,
+    },
 }
 
 /// Document traffic from another node, and access changes: what reaches a
@@ -82,6 +98,8 @@ pub(super) enum Remote {
         user: Box<str>,
         role: Option<Role>,
     },
+    /// Another node deleted the document.
+    Deleted,
 }
 
 /// Starts the task of a document's room.
@@ -280,7 +298,64 @@ impl Room {
                 let _ = done.send(());
                 Next::Unload
             }
+            Command::Restore { version, done } => {
+                let (result, next) = self.restore(&version).await;
+                let _ = done.send(result);
+                next
+            }
+            Command::Delete { done } => {
+                let deleted = self.collab.store.delete_document(&self.id).await;
+                if deleted.is_ok() {
+                    self.publish(b'D', &[]).await;
+                    self.deleted();
+                }
+                let _ = done.send(deleted);
+                Next::Continue
+            }
         }
+    }
+
+    /// Makes the document's content that of `version` with one update made
+    /// here ([`json::restore_update`]: what was inserted since is deleted,
+    /// what was deleted since inserted again), then stores, relays and
+    /// publishes it as a client's update.
+    async fn restore(&mut self, version: &[u8]) -> (Result<(), RestoreError>, Next) {
+        let current = self.document.diff(&StateVector::default());
+        let update = match json::restore_update(&current, version) {
+            Ok(update) => Bytes::from(update),
+            Err(e) => return (Err(RestoreError::Invalid(e.to_string())), Next::Continue),
+        };
+        if self.bytes + update.len() > self.collab.limits.max_document_bytes {
+            return (Err(RestoreError::TooLarge), Next::Continue);
+        }
+        let applied = Document::decode_update(&update).and_then(|u| self.document.apply(u));
+        if let Err(e) = applied {
+            let next = match e {
+                DocumentError::Broken => self.rebuild().await,
+                _ => Next::Continue,
+            };
+            return (Err(RestoreError::Invalid(e.to_string())), next);
+        }
+        if let Err(e) = self.store(&update).await {
+            tracing::error!(error = %e, document = ?self.id, "storing a restore failed");
+            return (Err(RestoreError::Unavailable), Next::Unload);
+        }
+        metrics::counter!("switchboard_collab_restores_total").increment(1);
+        self.relay(None, protocol::update(&update));
+        self.publish_update(update).await;
+        self.maybe_compact();
+        (Ok(()), Next::Continue)
+    }
+
+    /// The document was deleted (here or on another node): its connections
+    /// close with 4404 and the room holds an empty document, as the Store does.
+    fn deleted(&mut self) {
+        self.close_all(CloseCode::Deleted, "document deleted");
+        self.document = Document::new();
+        self.bytes = 0;
+        self.logged = 0;
+        self.unpublished.clear();
+        self.unpublished_overflow = false;
     }
 
     /// Adds a connection and starts its sync: the server's state vector, then
@@ -461,6 +536,7 @@ impl Room {
             }
             Remote::Resync => self.resync().await,
             Remote::Access { user, role } => self.access_changed(&user, role),
+            Remote::Deleted => self.deleted(),
             Remote::Query => {
                 let local = self
                     .connections
@@ -732,7 +808,8 @@ async fn compact(collab: &Collab, id: &DocumentId) -> Result<Option<usize>, Stor
     Ok(compacted.then_some(snapshot.len()))
 }
 
-fn restore(log: &DocumentLog) -> (Document, usize) {
+/// The document a stored log describes, and how many stored updates did not apply.
+pub(super) fn restore(log: &DocumentLog) -> (Document, usize) {
     let parts = log
         .snapshot
         .iter()

@@ -6,6 +6,7 @@
 mod api;
 mod collab;
 pub mod dev;
+mod documents;
 mod health;
 pub mod listen;
 mod notifications;
@@ -38,6 +39,23 @@ pub fn router(app: Arc<App>, io: &SocketIo) -> Router {
             put(api::add_member).delete(api::remove_member),
         )
         .route("/api/workspaces/{id}/presence", get(api::presence))
+        .route("/api/workspaces/{id}/documents", get(documents::list))
+        .route(
+            "/api/workspaces/{id}/documents/{name}",
+            get(documents::read).delete(documents::delete),
+        )
+        .route(
+            "/api/workspaces/{id}/documents/{name}/versions",
+            get(documents::versions),
+        )
+        .route(
+            "/api/workspaces/{id}/documents/{name}/versions/{version}",
+            get(documents::version),
+        )
+        .route(
+            "/api/workspaces/{id}/documents/{name}/versions/{version}/restore",
+            post(documents::restore),
+        )
         .route("/api/publish", post(api::publish))
         .route(
             "/api/notifications",
