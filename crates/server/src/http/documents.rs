@@ -177,15 +177,16 @@ pub async fn versions(
         .document_versions(&document)
         .await
         .map_err(Error::from)?;
-    if versions.is_empty()
-        && app
-            .collab
-            .document(&document)
+    if versions.is_empty() {
+        // No version yet, or no document: the log tells, without decoding it.
+        let log = app
+            .store
+            .document_log(&document)
             .await
-            .map_err(Error::from)?
-            .is_none()
-    {
-        return Err(no_document());
+            .map_err(Error::from)?;
+        if log.snapshot.is_none() && log.updates.is_empty() {
+            return Err(no_document());
+        }
     }
     let versions: Vec<Value> = versions
         .into_iter()
