@@ -4,10 +4,19 @@
 //! A `Document` knows nothing of connections or storage. The caller decides
 //! which connection speaks for which awareness clients, and persists updates
 //! before it applies and relays them.
+//!
+//! yrs only ever receives structs it can integrate at once; those that build
+//! on changes the document lacks wait beside it ([`crate::waiting`]), since
+//! yrs 0.28 frees memory it then reads when it keeps them itself.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use yrs::sync::{Awareness, AwarenessUpdate};
 use yrs::updates::decoder::Decode;
-use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update, WriteTxn};
+
+use crate::structs::{self, ListWriter, WalkError, Walked};
+use crate::waiting::{Clocks, Plan, Waiting, MAX_WAITING_BYTES, MAX_WAITING_STRUCTS};
 
 /// Why an update could not be decoded, applied or encoded.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +35,41 @@ pub enum DocumentError {
     /// inconsistent and must be replaced (see [`Document::apply`]).
     #[error("yrs failed while applying the update; the document must be rebuilt")]
     Broken,
+    /// yrs would decode the update, but it is outside what Yjs writes and
+    /// what the document integrates safely (a client listed twice, a clock
+    /// past 2^31).
+    #[error("unsupported update: {0}")]
+    Unsupported(&'static str),
+    /// Applying the update would leave more structs waiting for changes the
+    /// document lacks than [`MAX_WAITING_STRUCTS`] or [`MAX_WAITING_BYTES`]
+    /// allow. Nothing of it was applied (unless yrs had refused a waiting
+    /// struct handed to it with the update first).
+    #[error(
+        "too many changes wait for changes the document lacks \
+         (at most {MAX_WAITING_STRUCTS} structs, {MAX_WAITING_BYTES} bytes)"
+    )]
+    TooMuchWaiting,
+    /// Some waiting structs overlap the document's own and cannot be written
+    /// into one update with it: a snapshot would lose them.
+    #[error("waiting changes overlap the document; they cannot be encoded with it")]
+    Incomplete,
+}
+
+/// An update from a client, another node or the Store, decoded and checked by
+/// [`Document::decode_update`], for [`Document::apply`].
+pub struct DecodedUpdate {
+    bytes: Vec<u8>,
+    update: Update,
+    walked: Walked,
+}
+
+impl std::fmt::Debug for DecodedUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodedUpdate")
+            .field("bytes", &self.bytes.len())
+            .field("clients", &self.walked.clients.len())
+            .finish()
+    }
 }
 
 /// What an awareness update changed: the clients it set a state for, and
@@ -53,6 +97,17 @@ pub const AWARENESS_TIMEOUT_MS: u64 = 30_000;
 /// A Yjs document and the awareness states of the clients editing it.
 pub struct Document {
     awareness: Awareness,
+    local: Mutex<Local>,
+}
+
+/// What the document keeps beside yrs.
+#[derive(Default)]
+struct Local {
+    /// Structs that wait for what they build on.
+    waiting: Waiting,
+    /// Each client's clock in yrs (yrs only builds its whole state vector),
+    /// moved on by every update yrs integrates whole.
+    clocks: Clocks,
 }
 
 impl Default for Document {
@@ -66,6 +121,7 @@ impl Document {
     pub fn new() -> Self {
         Self {
             awareness: Awareness::new(Doc::new()),
+            local: Mutex::new(Local::default()),
         }
     }
 
@@ -84,26 +140,181 @@ impl Document {
         (document, skipped)
     }
 
-    /// Checks that bytes are a Yjs v1 update, before they are stored or applied.
-    pub fn decode_update(bytes: &[u8]) -> Result<Update, DocumentError> {
+    /// Checks that bytes are a Yjs v1 update, before they are stored or
+    /// applied: yrs decodes it, and its structs are read (client, clock,
+    /// length, dependencies) for [`Document::apply`].
+    pub fn decode_update(bytes: &[u8]) -> Result<DecodedUpdate, DocumentError> {
+        let (update, walked) = crate::protocol::without_panics(|| {
+            let update = Update::decode_v1(bytes)?;
+            let walked = structs::walk(bytes).map_err(|e| match e {
+                WalkError::Decode(e) => DocumentError::NotAnUpdate(e),
+                WalkError::Unsupported(why) => DocumentError::Unsupported(why),
+            })?;
+            Ok::<_, DocumentError>((update, walked))
+        })??;
+        Ok(DecodedUpdate {
+            bytes: bytes.to_vec(),
+            update,
+            walked,
+        })
+    }
+
+    /// Applies an update: what the document can integrate now goes to yrs,
+    /// the structs that build on changes it lacks wait and are applied with
+    /// the update that brings those (see [`crate::waiting`]).
+    ///
+    /// [`DocumentError::TooMuchWaiting`]: nothing was applied. [`DocumentError::Broken`]
+    /// means yrs panicked while applying it (fuzzing found updates that make it index
+    /// out of bounds): this document may be inconsistent and must be replaced, for
+    /// instance rebuilt from storage with [`Document::restore`].
+    pub fn apply(&self, update: DecodedUpdate) -> Result<(), DocumentError> {
+        let mut local = self.local();
+        let DecodedUpdate {
+            bytes,
+            update,
+            walked,
+        } = update;
+        self.integrate(&mut local, &walked, &bytes, Some(update))?;
+        // Waiting structs that became whole only now (one that overlapped the
+        // end of a run), each round integrating or dropping one at least.
+        let nothing = Walked::default();
+        let mut rounds = local.waiting.size().0;
+        while local.waiting.has_ready() && rounds > 0 {
+            self.integrate(&mut local, &nothing, &[], None)?;
+            rounds -= 1;
+        }
+        Ok(())
+    }
+
+    /// Plans what yrs can integrate of `walked` and the waiting structs, and
+    /// hands it to yrs (`decoded`, the update as yrs decoded it, when it can
+    /// go whole). When yrs refuses a struct partway, the waiting structs of
+    /// the plan are dropped (which one it was is not known) and the rest is
+    /// planned again; a refusal with none of them refuses the update.
+    fn integrate(
+        &self,
+        local: &mut Local,
+        walked: &Walked,
+        bytes: &[u8],
+        mut decoded: Option<Update>,
+    ) -> Result<(), DocumentError> {
+        loop {
+            let plan = local.waiting.plan(walked, &local.clocks);
+            let changes = local
+                .waiting
+                .changes(&plan, walked, bytes, &local.clocks)
+                .ok_or(DocumentError::TooMuchWaiting)?;
+            let integrable = match decoded.take() {
+                Some(update) if plan.whole => update,
+                _ => self.runs_update(&local.waiting, &plan, walked, bytes)?,
+            };
+            let result = if integrable.is_empty() {
+                Ok(())
+            } else {
+                self.integrate_whole(integrable)
+            };
+            match result {
+                Ok(()) => {
+                    for (client, end) in &plan.ends {
+                        let clock = local.clocks.entry(*client).or_default();
+                        *clock = (*clock).max(*end);
+                    }
+                    local.waiting.commit(&plan, changes, &local.clocks);
+                    return Ok(());
+                }
+                Err(DocumentError::Rejected(e)) => {
+                    local.clocks = self.yrs_clocks();
+                    if plan.taken().is_empty() {
+                        local.waiting.resync(&local.clocks);
+                        return Err(e.into());
+                    }
+                    local.waiting.drop_taken(&plan, &local.clocks);
+                    local.waiting.resync(&local.clocks);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The planned runs as one update.
+    fn runs_update(
+        &self,
+        waiting: &Waiting,
+        plan: &Plan,
+        walked: &Walked,
+        bytes: &[u8],
+    ) -> Result<Update, DocumentError> {
+        let lists = waiting.lists(plan, walked, bytes);
+        let delete_set = match &bytes[walked.delete_set.clone()] {
+            [] => &[0][..],
+            encoded => encoded,
+        };
+        let update = structs::write_update(&lists, delete_set);
         Ok(crate::protocol::without_panics(|| {
-            Update::decode_v1(bytes)
+            Update::decode_v1(&update)
         })??)
     }
 
-    /// Applies an update. [`DocumentError::Broken`] means yrs panicked while
-    /// applying it (fuzzing found updates that make it index out of bounds):
-    /// this document may be inconsistent and must be replaced, for instance
-    /// rebuilt from storage with [`Document::restore`].
-    pub fn apply(&self, update: Update) -> Result<(), DocumentError> {
+    /// Hands yrs an update it can integrate whole.
+    fn integrate_whole(&self, update: Update) -> Result<(), DocumentError> {
         let applied = crate::protocol::without_panics(|| {
             let mut txn = self.awareness.doc().transact_mut();
-            txn.apply_update(update)
+            let result = txn.apply_update(update);
+            (result, Self::drop_pending(&mut txn))
         });
         match applied {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(DocumentError::Broken),
+            Ok((result, false)) => Ok(result?),
+            // yrs panicked, or kept structs pending although every
+            // dependency was there: not to be trusted.
+            Err(_) | Ok((_, true)) => Err(DocumentError::Broken),
         }
+    }
+
+    fn yrs_clocks(&self) -> Clocks {
+        let state = self.state_vector();
+        state
+            .iter()
+            .map(|(client, clock)| (*client, *clock))
+            .collect()
+    }
+
+    /// Empties the update yrs keeps pending, if any, and says whether it held
+    /// structs. It never should (yrs only receives structs it can integrate);
+    /// if it did, yrs would integrate them later behind a hole, the state in
+    /// which it frees memory that it then reads.
+    fn drop_pending(txn: &mut yrs::TransactionMut<'_>) -> bool {
+        match txn.store_mut().pending_update_mut() {
+            Some(pending) if !pending.update.is_empty() => {
+                pending.update = Update::new();
+                pending.missing = StateVector::default();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The structs waiting for changes the document lacks, and their encoded
+    /// bytes.
+    pub fn waiting_size(&self) -> (usize, usize) {
+        self.local().waiting.size()
+    }
+
+    /// Whether the clocks kept beside yrs are yrs's own, for tests and
+    /// fuzzing: every update yrs accepted was integrated whole.
+    #[doc(hidden)]
+    pub fn clocks_match_yrs(&self) -> bool {
+        let kept: Clocks = self
+            .local()
+            .clocks
+            .iter()
+            .filter(|(_, clock)| **clock > 0)
+            .map(|(c, k)| (*c, *k))
+            .collect();
+        kept == self.yrs_clocks()
+    }
+
+    fn local(&self) -> MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes over the awareness states of `other` (a document being replaced).
@@ -118,24 +329,34 @@ impl Document {
         self.awareness.doc().transact().state_vector()
     }
 
-    /// What a peer with `remote` state lacks, as one update, with the pending
-    /// updates (those still waiting for what they build on) when yrs can encode
-    /// them, and without them when it cannot.
+    /// What a peer with `remote` state lacks, as one update, with the
+    /// changes that wait for what they build on (those the update can hold:
+    /// after a skip when there is a gap), and with the deletions yrs keeps
+    /// pending when it can encode them.
     pub fn diff(&self, remote: &StateVector) -> Vec<u8> {
-        self.with_pending(remote)
-            .unwrap_or_else(|_| self.awareness.doc().transact().encode_diff_v1(remote))
+        let present = self
+            .with_pending(remote)
+            .unwrap_or_else(|_| self.awareness.doc().transact().encode_diff_v1(remote));
+        self.with_waiting(present, remote).0
     }
 
-    /// The whole document as one update, pending updates included: what a
-    /// compaction stores. An error when yrs cannot encode the pending updates;
-    /// the log must then stay as it is, since a snapshot would lose them.
+    /// The whole document as one update, waiting changes and pending
+    /// deletions included: what a compaction stores. An error when it cannot
+    /// hold them all; the log must then stay as it is, since a snapshot would
+    /// lose them.
     pub fn snapshot(&self) -> Result<Vec<u8>, DocumentError> {
-        self.with_pending(&StateVector::default())
+        let remote = StateVector::default();
+        let (update, complete) = self.with_waiting(self.with_pending(&remote)?, &remote);
+        if complete {
+            Ok(update)
+        } else {
+            Err(DocumentError::Incomplete)
+        }
     }
 
-    /// yrs merges the pending updates into the encoding and unwraps the merge,
-    /// which panics on some pending updates that a client can craft (found by
-    /// fuzzing): the panic becomes an error here.
+    /// yrs merges what it keeps pending (only deletions here) into the
+    /// encoding and unwraps the merge, which panicked on pending updates that a
+    /// client could craft (found by fuzzing): a panic becomes an error here.
     fn with_pending(&self, remote: &StateVector) -> Result<Vec<u8>, DocumentError> {
         Ok(crate::protocol::without_panics(|| {
             self.awareness
@@ -143,6 +364,40 @@ impl Document {
                 .transact()
                 .encode_state_as_update_v1(remote)
         })?)
+    }
+
+    /// Adds the waiting structs to an update of the document, and says whether
+    /// all those the peer lacks are in it.
+    fn with_waiting(&self, present: Vec<u8>, remote: &StateVector) -> (Vec<u8>, bool) {
+        let local = self.local();
+        let waiting = &local.waiting;
+        if waiting.is_empty() {
+            return (present, true);
+        }
+        let Ok(walked) = structs::walk(&present) else {
+            return (present, false);
+        };
+        let mut lists: Vec<ListWriter<'_>> = walked
+            .clients
+            .iter()
+            .map(|c| ListWriter {
+                client: c.client,
+                first_clock: c.structs.first().map_or(0, |s| s.clock),
+                structs: c
+                    .structs
+                    .iter()
+                    .map(|s| Ok(&present[s.bytes.clone()]))
+                    .collect(),
+            })
+            .collect();
+        let ends = walked
+            .clients
+            .iter()
+            .filter_map(|c| c.structs.last().map(|s| (c.client, s.end())))
+            .collect();
+        let complete = waiting.append_to(&mut lists, &ends, remote);
+        let update = structs::write_update(&lists, &present[walked.delete_set.clone()]);
+        (update, complete)
     }
 
     /// Applies awareness states from a client or another node.
@@ -280,8 +535,9 @@ mod tests {
 
     #[test]
     fn a_crafted_pending_update_does_not_break_sync() {
-        // Found by fuzzing: a step 2 whose update stays pending, and which yrs
-        // then fails to merge back when it encodes the document.
+        // Found by fuzzing: a step 2 whose update stayed pending in yrs, which
+        // then failed to merge it back when it encoded the document. Its
+        // structs now wait outside yrs, and the snapshot carries them.
         let frame = [
             0x00, 0x01, 0x38, 0x01, 0x03, 0xf1, 0x8a, 0x77, 0x6f, 0x72, 0x6c, 0x64, 0x01, 0x01,
             0x68, 0x0b, 0x74, 0x65, 0x6c, 0x6c, 0x6f, 0x20, 0x77, 0x6f, 0x72, 0x6c, 0x64, 0x28,
@@ -306,10 +562,11 @@ mod tests {
                 }
             }
             let _ = doc.diff(&StateVector::default());
-            assert!(
-                doc.snapshot().is_err(),
-                "yrs cannot encode this pending update"
-            );
+            assert!(doc.waiting_size().0 > 0, "it waits for what it builds on");
+            let snapshot = doc.snapshot().expect("the snapshot holds what waits");
+            let (restored, skipped) = Document::restore([&snapshot[..]]);
+            assert_eq!(skipped, 0);
+            assert_eq!(restored.waiting_size(), doc.waiting_size());
         }
     }
 
@@ -327,19 +584,25 @@ mod tests {
     ];
 
     #[test]
-    fn an_update_that_breaks_yrs_is_an_error() {
-        let mut broken = 0;
+    fn updates_that_broke_yrs_wait_or_are_refused() {
+        // The first update starts past its client's clock: it waits. The
+        // second declares a clock past 2^31: refused before yrs sees it (a
+        // debug build of yrs already panics on it while decoding).
         let doc = Document::new();
+        let mut outcomes = Vec::new();
         for message in crate::protocol::decode(&BREAKING_FRAME).unwrap() {
             if let crate::ClientMessage::Update(update) = message {
-                if let Ok(update) = Document::decode_update(&update) {
-                    if let Err(DocumentError::Broken) = doc.apply(update) {
-                        broken += 1;
-                    }
-                }
+                outcomes.push(Document::decode_update(&update).and_then(|u| doc.apply(u)));
             }
         }
-        assert_eq!(broken, 1);
+        assert!(matches!(
+            &outcomes[..],
+            [
+                Ok(()),
+                Err(DocumentError::Unsupported(_) | DocumentError::Protocol(_))
+            ]
+        ));
+        assert!(doc.waiting_size().0 > 0);
     }
 
     #[test]
@@ -377,5 +640,245 @@ mod tests {
         assert_eq!(&*removal.clients[&ClientID::new(42)].json, "null");
         assert!(doc.awareness_states().is_none());
         assert!(doc.remove_awareness(&[ClientID::new(42)]).is_none());
+    }
+
+    /// The input kept in `fuzz/known-issues/`: a delete set, then two updates
+    /// of one client, the first from clock 16 (yrs integrated it behind a hole
+    /// at [0, 16)), the second from clock 8, over the hole (yrs split a struct
+    /// at 16, freed the right half and read it). Now the first waits, since
+    /// the document has nothing of that client, and the second, which
+    /// declares a clock past 2^31, is refused. Nothing reaches yrs with a
+    /// hole; a unit test cannot see a use after free, `collab_message` under
+    /// AddressSanitizer does (`fuzz/known-issues/README.md`).
+    const KEPT_USE_AFTER_FREE: &[u8] =
+        include_bytes!("../../../fuzz/known-issues/yrs-0.28.1-use-after-free-integrate-item");
+
+    #[test]
+    fn the_kept_use_after_free_input_waits_or_is_refused() {
+        let doc = Document::new();
+        let mut outcomes = Vec::new();
+        for message in crate::protocol::decode(KEPT_USE_AFTER_FREE).unwrap() {
+            if let crate::ClientMessage::Update(update) = message {
+                outcomes.push(Document::decode_update(&update).and_then(|u| doc.apply(u)));
+            }
+        }
+        assert!(
+            matches!(
+                &outcomes[..],
+                [Ok(()), Ok(()), Err(DocumentError::Unsupported(_))]
+            ),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            doc.state_vector(),
+            StateVector::default(),
+            "yrs got no struct"
+        );
+        assert_eq!(
+            doc.waiting_size().0,
+            1,
+            "\"hello world\" from clock 16 waits"
+        );
+        assert!(doc.snapshot().is_ok());
+    }
+
+    /// One struct of client 1 at `clock`: "hello world" at the root of the
+    /// text "t", without origins (the minimal reproducer in
+    /// `fuzz/known-issues/yrs-0.28.1-use-after-free-integrate-item.md`).
+    fn hello_at(clock: u8) -> Vec<u8> {
+        let mut update = vec![1, 1, 1, clock, 0x04, 1, 1, b't', 11];
+        update.extend_from_slice(b"hello world");
+        update.push(0);
+        update
+    }
+
+    fn apply_bytes(doc: &Document, bytes: &[u8]) -> Result<(), DocumentError> {
+        let applied = Document::decode_update(bytes).and_then(|u| doc.apply(u));
+        assert!(doc.clocks_match_yrs());
+        applied
+    }
+
+    #[test]
+    fn structs_ahead_of_their_clients_clock_wait_until_it_reaches_them() {
+        let doc = Document::new();
+        apply_bytes(&doc, &hello_at(16)).unwrap();
+        apply_bytes(&doc, &hello_at(8)).unwrap();
+        assert_eq!(doc.state_vector(), StateVector::default());
+        assert_eq!(doc.waiting_size().0, 2);
+
+        // Clocks 0..8 arrive: [8, 19) follows; [16, 27) overlaps it, so it
+        // goes to yrs next, on its own, which trims it to [19, 27).
+        let mut prefix = vec![1, 1, 1, 0, 0x04, 1, 1, b't', 8];
+        prefix.extend_from_slice(b"01234567");
+        prefix.push(0);
+        apply_bytes(&doc, &prefix).unwrap();
+        assert_eq!(doc.state_vector().get(&ClientID::new(1)), 27);
+        assert_eq!(doc.waiting_size(), (0, 0));
+        assert_eq!(text_of(&doc.snapshot().unwrap()).len(), 27);
+    }
+
+    /// `count` edits by one client, each an update of its own.
+    fn edits(doc: &Doc, count: usize) -> Vec<Vec<u8>> {
+        (0..count).map(|i| edit(doc, &format!("{i},"))).collect()
+    }
+
+    #[test]
+    fn updates_out_of_order_wait_and_converge() {
+        let alice = Doc::with_client_id(1);
+        let mut updates = edits(&alice, 3);
+        // Bob edits after Alice's edits reached him: his update builds on hers.
+        let bob = Doc::with_client_id(2);
+        for u in &updates {
+            bob.transact_mut()
+                .apply_update(Update::decode_v1(u).unwrap())
+                .unwrap();
+        }
+        updates.push(edit(&bob, "bob"));
+        let expected = text_of(
+            &bob.transact()
+                .encode_state_as_update_v1(&Default::default()),
+        );
+
+        let doc = Document::new();
+        for i in [3, 2, 0, 1] {
+            apply_bytes(&doc, &updates[i]).unwrap();
+            if i != 1 {
+                assert!(doc.waiting_size().0 > 0 || i == 0);
+            }
+        }
+        assert_eq!(doc.waiting_size(), (0, 0));
+        assert_eq!(text_of(&doc.snapshot().unwrap()), expected);
+        assert_eq!(doc.state_vector(), bob.transact().state_vector());
+    }
+
+    #[test]
+    fn a_peer_gets_waiting_structs_in_the_diff() {
+        let alice = Doc::with_client_id(1);
+        let updates = edits(&alice, 2);
+        let doc = Document::new();
+        apply_bytes(&doc, &updates[1]).unwrap();
+        assert_eq!(doc.waiting_size().0, 1);
+
+        // A peer that syncs now receives the waiting edit, and holds it until
+        // the first one arrives, as Yjs does.
+        let peer = Doc::new();
+        let text = peer.get_or_insert_text("t");
+        let diff = doc.diff(&peer.transact().state_vector());
+        peer.transact_mut()
+            .apply_update(Update::decode_v1(&diff).unwrap())
+            .unwrap();
+        peer.transact_mut()
+            .apply_update(Update::decode_v1(&updates[0]).unwrap())
+            .unwrap();
+        assert_eq!(text.get_string(&peer.transact()), "0,1,");
+
+        // And the snapshot keeps it: restored, it waits again.
+        let (restored, _) = Document::restore([&doc.snapshot().unwrap()[..]]);
+        assert_eq!(restored.waiting_size(), doc.waiting_size());
+        apply_bytes(&restored, &updates[0]).unwrap();
+        assert_eq!(text_of(&restored.snapshot().unwrap()), "0,1,");
+    }
+
+    #[test]
+    fn waiting_is_bounded_and_a_refused_update_leaves_nothing() {
+        let doc = Document::new();
+        let mut refused = None;
+        // Single-struct updates of distinct clients, each from clock 1: none
+        // can be integrated while those clients' clock 0 is missing.
+        for client in 1..=(crate::waiting::MAX_WAITING_STRUCTS as u64 + 1) {
+            let mut update = vec![1, 1];
+            yrs::encoding::write::Write::write_var(&mut update, client);
+            update.extend_from_slice(&[1, 0x04, 1, 1, b't', 1, b'x', 0]);
+            match apply_bytes(&doc, &update) {
+                Ok(()) => {}
+                Err(e) => {
+                    refused = Some((client, e));
+                    break;
+                }
+            }
+        }
+        let (client, error) = refused.expect("refused at the limit");
+        assert!(matches!(error, DocumentError::TooMuchWaiting));
+        assert_eq!(client, crate::waiting::MAX_WAITING_STRUCTS as u64 + 1);
+        assert_eq!(doc.waiting_size().0, crate::waiting::MAX_WAITING_STRUCTS);
+        // Ordinary edits still apply.
+        let alice = Doc::with_client_id(1_000_000);
+        apply_bytes(&doc, &edit(&alice, "still here")).unwrap();
+        assert_eq!(doc.state_vector().get(&ClientID::new(1_000_000)), 10);
+    }
+
+    /// A small deterministic generator for the shuffles below.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, below: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 33) % below as u64) as usize
+        }
+    }
+
+    #[test]
+    fn concurrent_edits_delivered_in_any_order_converge() {
+        for seed in 0..40 {
+            let mut rng = Lcg(seed);
+            let clients: Vec<Doc> = (1..=3).map(Doc::with_client_id).collect();
+            let mut log: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..30 {
+                let who = &clients[rng.next(3)];
+                // Sometimes a client first catches up on part of the log.
+                if !log.is_empty() && rng.next(2) == 0 {
+                    let upto = rng.next(log.len()) + 1;
+                    for u in &log[..upto] {
+                        who.transact_mut()
+                            .apply_update(Update::decode_v1(u).unwrap())
+                            .unwrap();
+                    }
+                }
+                let before = who.transact().state_vector();
+                let t = who.get_or_insert_text("t");
+                {
+                    let mut txn = who.transact_mut();
+                    let len = t.len(&txn);
+                    if len > 2 && rng.next(3) == 0 {
+                        t.remove_range(&mut txn, rng.next(len as usize) as u32 / 2, 1);
+                    } else {
+                        let at = rng.next(len as usize + 1) as u32;
+                        t.insert(&mut txn, at, "ab");
+                    }
+                }
+                log.push(who.transact().encode_state_as_update_v1(&before));
+            }
+            let reference = Doc::new();
+            for u in &log {
+                reference
+                    .transact_mut()
+                    .apply_update(Update::decode_v1(u).unwrap())
+                    .unwrap();
+            }
+            let expected = text_of(
+                &reference
+                    .transact()
+                    .encode_state_as_update_v1(&Default::default()),
+            );
+
+            let mut order: Vec<usize> = (0..log.len()).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.next(i + 1));
+            }
+            let doc = Document::new();
+            for (n, &i) in order.iter().enumerate() {
+                apply_bytes(&doc, &log[i]).unwrap();
+                if n == order.len() / 2 {
+                    // A snapshot half-way, restored, goes on just as well.
+                    let (restored, skipped) = Document::restore([&doc.snapshot().unwrap()[..]]);
+                    assert_eq!(skipped, 0);
+                    assert_eq!(restored.waiting_size(), doc.waiting_size(), "seed {seed}");
+                }
+            }
+            assert_eq!(doc.waiting_size(), (0, 0), "seed {seed}");
+            assert_eq!(text_of(&doc.snapshot().unwrap()), expected, "seed {seed}");
+        }
     }
 }

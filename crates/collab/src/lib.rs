@@ -10,8 +10,10 @@
 pub mod document;
 pub mod json;
 pub mod protocol;
+mod structs;
+pub mod waiting;
 
-pub use document::{AwarenessChanges, Document, DocumentError};
+pub use document::{AwarenessChanges, DecodedUpdate, Document, DocumentError};
 pub use protocol::{ClientMessage, ProtocolError};
 pub use yrs::sync::AwarenessUpdate;
 pub use yrs::{ClientID, StateVector, Update};
