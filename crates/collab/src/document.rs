@@ -36,8 +36,9 @@ pub enum DocumentError {
     #[error("yrs failed while applying the update; the document must be rebuilt")]
     Broken,
     /// yrs would decode the update, but it is outside what Yjs writes and
-    /// what the document integrates safely (a client listed twice, a clock
-    /// past 2^31).
+    /// what the document integrates safely: a client listed twice, a clock
+    /// past 2^31, a count larger than the update, values nested deeper than
+    /// 128 (yrs decodes them recursively and overflows the stack).
     #[error("unsupported update: {0}")]
     Unsupported(&'static str),
     /// Applying the update would leave more structs waiting for changes the
@@ -141,15 +142,16 @@ impl Document {
     }
 
     /// Checks that bytes are a Yjs v1 update, before they are stored or
-    /// applied: yrs decodes it, and its structs are read (client, clock,
-    /// length, dependencies) for [`Document::apply`].
+    /// applied: its structs are read (client, clock, length, dependencies)
+    /// for [`Document::apply`], with the counts and nesting that yrs would
+    /// trust checked first, and then yrs decodes it.
     pub fn decode_update(bytes: &[u8]) -> Result<DecodedUpdate, DocumentError> {
         let (update, walked) = crate::protocol::without_panics(|| {
-            let update = Update::decode_v1(bytes)?;
             let walked = structs::walk(bytes).map_err(|e| match e {
                 WalkError::Decode(e) => DocumentError::NotAnUpdate(e),
                 WalkError::Unsupported(why) => DocumentError::Unsupported(why),
             })?;
+            let update = Update::decode_v1(bytes)?;
             Ok::<_, DocumentError>((update, walked))
         })??;
         Ok(DecodedUpdate {
@@ -880,5 +882,23 @@ mod tests {
             assert_eq!(doc.waiting_size(), (0, 0), "seed {seed}");
             assert_eq!(text_of(&doc.snapshot().unwrap()), expected, "seed {seed}");
         }
+    }
+
+    #[test]
+    fn deeply_nested_values_are_refused_before_yrs_recurses_into_them() {
+        // 20,000 nested arrays (40 kB): yrs's decoder recursed once per level
+        // and overflowed the 2 MiB stack of a tokio worker, aborting the server.
+        let mut update = vec![1, 1, 1, 0, 0x08, 1, 1, b't', 1];
+        for _ in 0..20_000 {
+            update.extend_from_slice(&[117, 1]);
+        }
+        update.extend_from_slice(&[126, 0]);
+        let decoded = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || Document::decode_update(&update).map(|_| ()))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(matches!(decoded, Err(DocumentError::Unsupported(_))));
     }
 }

@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use yrs::block::ItemContent;
-use yrs::encoding::read::Read;
+use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
 use yrs::updates::decoder::{Decode, Decoder, DecoderV1};
 use yrs::{ClientID, IdSet, ID};
@@ -25,7 +25,10 @@ const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
 const HAS_PARENT_SUB: u8 = 0b0010_0000;
 /// Content kinds (the low 4 bits of `info`), as `ItemContent::decode` reads them.
 const CONTENT_DELETED: u8 = 1;
+const CONTENT_JSON: u8 = 2;
 const CONTENT_STRING: u8 = 4;
+const CONTENT_ANY: u8 = 8;
+const CONTENT_DOC: u8 = 9;
 
 /// Clocks end below this. yrs takes differences of clocks as `i32`, so past
 /// 2^31 they wrap; no client makes two billion changes, a crafted update can
@@ -100,28 +103,32 @@ fn position(decoder: &mut DecoderV1<'_>, total: usize) -> usize {
 
 /// Reads every struct of a v1 update, as `Update::decode_v1` does, and refuses
 /// what yrs would read but Yjs never writes: a client listed twice (yrs would
-/// append its second list to the first, out of clock order) and clocks past
-/// [`CLOCK_LIMIT`].
+/// append its second list to the first, out of clock order), clocks past
+/// [`CLOCK_LIMIT`], a count of entries larger than the bytes left (yrs
+/// reserves memory by it) and values nested deeper than [`NESTING_LIMIT`]
+/// (yrs decodes them recursively: a few tens of kilobytes of nesting overflow
+/// a 2 MiB thread stack, which aborts the process). Meant to run before yrs
+/// decodes the same bytes.
 pub(crate) fn walk(bytes: &[u8]) -> Result<Walked, WalkError> {
     let total = bytes.len();
     let mut decoder = DecoderV1::from(bytes);
     let client_count: u32 = decoder.read_var()?;
-    // Never reserve by a declared count: every list takes at least 3 bytes.
-    let mut clients: Vec<ClientStructs> =
-        Vec::with_capacity((client_count as usize).min(total / 3));
+    check_count(client_count as usize, &mut decoder, total)?;
+    let mut clients: Vec<ClientStructs> = Vec::with_capacity(client_count as usize);
     for _ in 0..client_count {
         let struct_count: u32 = decoder.read_var()?;
         let client = decoder.read_client()?;
         let mut clock: u32 = decoder.read_var()?;
+        check_count(struct_count as usize, &mut decoder, total)?;
         if clients.iter().any(|c| c.client == client) {
             return Err(WalkError::Unsupported(
                 "a client's structs are listed twice",
             ));
         }
-        let mut structs = Vec::with_capacity((struct_count as usize).min(total));
+        let mut structs = Vec::with_capacity(struct_count as usize);
         for _ in 0..struct_count {
             let start = position(&mut decoder, total);
-            let Some((kind, len, deps)) = read_struct(&mut decoder)? else {
+            let Some((kind, len, deps)) = read_struct(&mut decoder, bytes)? else {
                 continue; // empty content: yrs drops it without a clock
             };
             let end = clock
@@ -150,9 +157,92 @@ pub(crate) fn walk(bytes: &[u8]) -> Result<Walked, WalkError> {
 
 type StructHead = (Kind, u32, [Option<ID>; 3]);
 
+/// Refuses a count of entries larger than the bytes left (each takes one at least).
+fn check_count(count: usize, decoder: &mut DecoderV1<'_>, total: usize) -> Result<(), WalkError> {
+    if count > total - position(decoder, total) {
+        return Err(WalkError::Unsupported("a count larger than the update"));
+    }
+    Ok(())
+}
+
+/// How deep arrays and maps may nest in a value (`serde_json`'s own limit,
+/// which yrs's JSON contents already meet).
+pub(crate) const NESTING_LIMIT: usize = 128;
+
+/// Checks what yrs's `ItemContent::decode` will read at the decoder's
+/// position, without moving it: counts within the bytes left and values
+/// nested at most [`NESTING_LIMIT`] deep. What it does not understand it
+/// leaves to yrs to refuse.
+fn check_content(decoder: &mut DecoderV1<'_>, bytes: &[u8], info: u8) -> Result<(), WalkError> {
+    let total = bytes.len();
+    let mut ahead = DecoderV1::new(Cursor {
+        buf: bytes,
+        next: position(decoder, total),
+    });
+    match info & 0b1111 {
+        CONTENT_JSON => {
+            // `len + 1` strings; yrs reserves `len`, read as an i32
+            let len: u32 = ahead.read_var()?;
+            if len > i32::MAX as u32 {
+                return Err(WalkError::Unsupported("a count larger than the update"));
+            }
+            check_count(len as usize, &mut ahead, total)?;
+        }
+        CONTENT_ANY => {
+            let len: u32 = ahead.read_var()?;
+            check_count(len as usize, &mut ahead, total)?;
+            for _ in 0..len {
+                check_any(&mut ahead, total, 0)?;
+            }
+        }
+        CONTENT_DOC => {
+            ahead.read_string()?;
+            check_any(&mut ahead, total, 0)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Walks one lib0 `Any` value as `Any::decode` reads it.
+fn check_any(decoder: &mut DecoderV1<'_>, total: usize, depth: usize) -> Result<(), WalkError> {
+    match decoder.read_u8()? {
+        125 => {
+            decoder.read_var::<i64>()?;
+        }
+        124 => {
+            decoder.read_exact(4)?;
+        }
+        122 | 123 => {
+            decoder.read_exact(8)?;
+        }
+        119 => {
+            decoder.read_string()?;
+        }
+        116 => {
+            decoder.read_buf()?;
+        }
+        tag @ (117 | 118) => {
+            if depth >= NESTING_LIMIT {
+                return Err(WalkError::Unsupported("values nested too deep"));
+            }
+            let len: usize = decoder.read_var()?;
+            check_count(len, decoder, total)?;
+            for _ in 0..len {
+                if tag == 118 {
+                    decoder.read_string()?;
+                }
+                check_any(decoder, total, depth + 1)?;
+            }
+        }
+        _ => {} // undefined, null, booleans; anything else yrs refuses
+    }
+    Ok(())
+}
+
 /// One struct (yrs's `Update::decode_block`): its kind, length and
 /// dependencies, or `None` for an item without content.
-fn read_struct(decoder: &mut DecoderV1<'_>) -> Result<Option<StructHead>, WalkError> {
+fn read_struct(decoder: &mut DecoderV1<'_>, bytes: &[u8]) -> Result<Option<StructHead>, WalkError> {
     let info = decoder.read_info()?;
     match info {
         SKIP | GC => {
@@ -187,6 +277,7 @@ fn read_struct(decoder: &mut DecoderV1<'_>) -> Result<Option<StructHead>, WalkEr
                     decoder.read_string()?;
                 }
             }
+            check_content(decoder, bytes, info)?;
             let len = match info & 0b1111 {
                 // Strings and deleted content, the most common, without
                 // copying them; everything else as yrs decodes it.
@@ -290,5 +381,59 @@ mod tests {
         // Client 1 at clock 2^31 - 1, a GC struct of 2 clocks.
         let far = [1, 1, 1, 0xff, 0xff, 0xff, 0xff, 0x07, 0, 2, 0];
         assert!(matches!(walk(&far), Err(WalkError::Unsupported(_))));
+    }
+
+    /// An update of client 1 whose one struct is an `Any` value: arrays
+    /// nested `depth` deep around a null.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut update = vec![1, 1, 1, 0, CONTENT_ANY, 1, 1, b't', 1];
+        for _ in 0..depth {
+            update.extend_from_slice(&[117, 1]);
+        }
+        update.extend_from_slice(&[126, 0]);
+        update
+    }
+
+    #[test]
+    fn refuses_values_nested_deeper_than_yrs_can_decode_on_a_small_stack() {
+        // 20,000 levels (40 kB) overflow a 2 MiB stack in yrs's decoder (the
+        // stack of a tokio worker thread): the process aborts.
+        assert!(matches!(
+            walk(&nested(20_000)),
+            Err(WalkError::Unsupported(_))
+        ));
+        assert!(matches!(
+            walk(&nested(NESTING_LIMIT + 1)),
+            Err(WalkError::Unsupported(_))
+        ));
+        let walked = walk(&nested(NESTING_LIMIT)).unwrap();
+        assert_eq!(walked.clients[0].structs.len(), 1);
+        assert!(Update::decode_v1(&nested(NESTING_LIMIT)).is_ok());
+    }
+
+    #[test]
+    fn refuses_counts_larger_than_the_update() {
+        // 2^31 - 1 structs declared for client 1.
+        let structs = [1, 0xff, 0xff, 0xff, 0xff, 0x07, 1, 0, 0, 1, 0];
+        assert!(matches!(walk(&structs), Err(WalkError::Unsupported(_))));
+        // An `Any` content declaring 2^31 - 1 values.
+        let values = [
+            1,
+            1,
+            1,
+            0,
+            CONTENT_ANY,
+            1,
+            1,
+            b't',
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0x07,
+            126,
+            0,
+        ];
+        assert!(matches!(walk(&values), Err(WalkError::Unsupported(_))));
     }
 }
