@@ -88,8 +88,9 @@ impl ConnectionCounts {
 pub struct Conn {
     /// Who it is; replaced (same id) by `refresh_token`.
     user: Mutex<Arc<User>>,
-    /// The role it holds in each workspace whose room it is in: checked at
-    /// every write, kept current by access changes (`crate::access`).
+    /// The role it holds in each workspace whose room it is in, when that is
+    /// not `member`: checked at every write, kept current by access changes
+    /// (`crate::access`).
     roles: Mutex<Vec<(String, Role)>>,
     /// Its entry in the node's token expiries, once connected.
     expiry: Mutex<Option<expiry::ExpiryKey>>,
@@ -111,22 +112,28 @@ impl Conn {
         std::mem::replace(&mut *lock(&self.user), Arc::new(user))
     }
 
-    /// The role held in a workspace the socket is in.
-    pub fn role(&self, workspace: &str) -> Option<Role> {
+    /// The role held in a workspace the socket is in (its room membership is
+    /// the caller's to check).
+    pub fn role(&self, workspace: &str) -> Role {
         lock(&self.roles)
             .iter()
             .find(|(w, _)| w == workspace)
-            .map(|(_, role)| *role)
+            .map_or(Role::Member, |(_, role)| *role)
     }
 
-    /// Records the role held in a workspace.
+    /// Records the role held in a workspace. Only roles other than `member`
+    /// are kept, so the usual socket, a member, holds no allocation for it
+    /// (idle memory per connection is a measured target).
     pub fn set_role(&self, workspace: &str, role: Role) {
         let mut roles = lock(&self.roles);
-        match roles.iter_mut().find(|(w, _)| w == workspace) {
-            Some((_, held)) => *held = role,
-            None => {
-                // Most sockets are in one workspace: no room for four (idle
-                // memory per connection is a measured target).
+        let held = roles.iter().position(|(w, _)| w == workspace);
+        match (held, role) {
+            (Some(at), Role::Member) => {
+                roles.swap_remove(at);
+            }
+            (Some(at), role) => roles[at].1 = role,
+            (None, Role::Member) => {}
+            (None, role) => {
                 roles.reserve_exact(1);
                 roles.push((workspace.to_owned(), role));
             }
@@ -334,8 +341,8 @@ pub(crate) fn is_handling_events(socket: &Socket) -> bool {
 pub(crate) fn check_write(socket: &Socket, workspace: &str) -> Result<(), Error> {
     let role = socket
         .data::<Conn>()
-        .and_then(|conn| conn.role(workspace))
-        .filter(|_| socket.in_room(&fanout::room(workspace)));
+        .filter(|_| socket.in_room(&fanout::room(workspace)))
+        .map(|conn| conn.role(workspace));
     match role {
         Some(role) if role.can_write() => Ok(()),
         _ => Err(Error::forbidden()),
