@@ -233,7 +233,13 @@ impl Document {
                     local.waiting.drop_taken(&plan, &local.clocks);
                     local.waiting.resync(&local.clocks);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // The caller replaces the document; until then (and in
+                    // `restore`, which goes on with it) the clocks are yrs's.
+                    local.clocks = self.yrs_clocks();
+                    local.waiting.resync(&local.clocks);
+                    return Err(e);
+                }
             }
         }
     }
