@@ -600,7 +600,12 @@ async fn read_loop(
                 [Item::Bulk(Some(kind)), Item::Bulk(Some(channel)), Item::Bulk(Some(payload))]
                     if kind == b"smessage" =>
                 {
-                    if let Some(topic) = unprefixed(&shared.prefix, channel) {
+                    // A shard applies an `SUNSUBSCRIBE` when its task gets to
+                    // it, after `unsubscribe` has returned: what arrives for a
+                    // topic this node no longer listens to is dropped here.
+                    let topic = unprefixed(&shared.prefix, channel)
+                        .filter(|topic| shared.subscriptions.contains(topic));
+                    if let Some(topic) = topic {
                         (shared.handler)(BrokerEvent::Delivery {
                             topic,
                             payload: Bytes::copy_from_slice(payload),
