@@ -103,28 +103,69 @@ pub struct Document {
 }
 
 impl Drop for Document {
-    /// In yrs 0.28.1 an item holding a subdocument keeps a strong reference to
-    /// the document it is in (`ItemContent::Doc`'s parent), so a document with
-    /// a subdocument is never freed: every unload, rebuild or compaction of it
-    /// would leak all its memory (found by `collab_message` under
-    /// LeakSanitizer). Deleting everything first lets yrs's garbage collection
-    /// drop those references. Only documents with subdocuments pay for it.
     fn drop(&mut self) {
-        let doc = self.awareness.doc();
-        if doc.transact().subdocs().next().is_none() {
-            return;
-        }
-        let _ = crate::protocol::without_panics(|| {
-            let everything = doc
-                .transact()
-                .encode_state_as_update_v1(&StateVector::default());
-            let inserted = Update::decode_v1(&everything).ok()?.insertions(true);
-            let mut wipe = vec![0]; // no structs, then the delete set
-            wipe.extend(inserted.encode_v1());
-            let wipe = Update::decode_v1(&wipe).ok()?;
-            doc.transact_mut().apply_update(wipe).ok()
-        });
+        free_subdocuments(self.awareness.doc());
     }
+}
+
+/// Lets a yrs document with subdocuments be freed. In yrs 0.28.1 an item
+/// holding a subdocument keeps a strong reference to the document it is in
+/// (`ItemContent::Doc`'s parent), so such a document is never freed: every
+/// unload, rebuild or compaction of it would leak all its memory (found by
+/// `collab_message` under LeakSanitizer). Deleting everything, then
+/// collecting garbage, drops those references. Call it last; documents
+/// without subdocuments return at once.
+pub(crate) fn free_subdocuments(doc: &Doc) {
+    if doc.transact().subdocs().next().is_none() {
+        return;
+    }
+    let _ = crate::protocol::without_panics(|| {
+        let everything = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let inserted = Update::decode_v1(&everything).ok()?.insertions(true);
+        let mut wipe = vec![0]; // no structs, then the delete set
+        wipe.extend(inserted.encode_v1());
+        let wipe = Update::decode_v1(&wipe).ok()?;
+        let mut txn = doc.transact_mut();
+        txn.apply_update(wipe).ok()?;
+        txn.gc(None); // also where the document skips garbage collection
+        Some(())
+    });
+}
+
+/// A scratch yrs document that [`free_subdocuments`] when dropped.
+pub(crate) struct Scratch(pub Doc);
+
+impl std::ops::Deref for Scratch {
+    type Target = Doc;
+    fn deref(&self) -> &Doc {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        free_subdocuments(&self.0);
+    }
+}
+
+/// What yrs can integrate of a stored document (an update, such as a
+/// snapshot): what a [`Document`] holds after applying it, without the structs
+/// that would wait. For code that hands stored documents to yrs itself
+/// ([`crate::json`]): an update with holes, applied to a yrs document that then
+/// receives another, is how yrs came to read freed memory.
+/// Deleted content is kept, as stored.
+pub(crate) fn integrable(stored: &[u8]) -> Result<Vec<u8>, DocumentError> {
+    let document = Document {
+        awareness: Awareness::new(Doc::with_options(yrs::Options {
+            skip_gc: true,
+            ..yrs::Options::default()
+        })),
+        local: Mutex::new(Local::default()),
+    };
+    document.apply(Document::decode_update(stored)?)?;
+    document.with_pending(&StateVector::default())
 }
 
 /// What the document keeps beside yrs.
