@@ -1,12 +1,29 @@
-//! Presence in Redis, shared by every node: one sorted set per workspace
-//! (`<prefix>presence:<workspace>`), members `[connection, user, name]` scored by
-//! their expiry, and a set of the workspaces that have entries. Every command
-//! names its keys; nothing scans the keyspace. An expired entry is reported by
-//! the one node whose `ZREM` removed it, so a leave is announced once.
+//! Presence in Redis, shared by every node. Per workspace, three keys that
+//! share one hash tag (so one Redis Cluster slot holds them all):
 //!
-//! Every command touches exactly one key, so the same code runs on one Redis
-//! and on a Redis Cluster: there each command goes to the master of its key's
-//! slot ([`Cluster::query`]), and the workspaces' sets spread over the shards.
+//! - `<prefix>presence:{<workspace>}`: a sorted set of entries
+//!   `[connection, user, name]` scored by their expiry;
+//! - `<prefix>presence-conns:{<workspace>}`: a hash, connection → its entry;
+//! - `<prefix>presence-users:{<workspace>}`: a hash, user → how many entries
+//!   they have.
+//!
+//! Each change is one Lua script over those keys, so it is atomic: a user who
+//! joins on two nodes at once is announced once (the counter goes from 0 to 1
+//! once), a user's last entry is reported gone once, by whichever node's
+//! `leave` or `expire` removed it. A user counts as present from their first
+//! entry to the removal of their last one (by `leave`, or by `expire` once it
+//! expired); `users` lists only entries that have not expired yet.
+//!
+//! `<prefix>presence-workspaces` is a set of the workspaces that have entries,
+//! so that `expire` never scans the keyspace. It lives in another slot, so it
+//! cannot be in the scripts; it stays right by ordering instead: `join` adds
+//! the workspace after its entry, and `expire` removes an empty workspace
+//! before it looks whether the workspace is still empty, and adds it back if
+//! not. Whatever interleaves, a workspace with entries stays in the index.
+//!
+//! Scripts are sent with `EVAL`: Redis caches each script by its hash, and
+//! the few hundred bytes per call cost less than a `NOSCRIPT` round trip
+//! would on a restarted Redis.
 
 use std::sync::Arc;
 
@@ -33,6 +50,60 @@ enum Backend {
 
 type Member = (String, String, Option<String>);
 
+/// Adds or refreshes a connection's entry. KEYS: entries, conns, users.
+/// ARGV: connection, entry, expiry, user. Returns 1 if the user had no entry.
+const JOIN: &str = r"
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if old then
+  redis.call('ZREM', KEYS[1], old)
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if redis.call('HINCRBY', KEYS[3], ARGV[4], 1) == 1 then return 1 end
+return 0
+";
+
+/// Removes a connection's entry. KEYS: entries, conns, users. ARGV: connection.
+/// Returns the user if that was their last entry.
+const LEAVE: &str = r"
+local member = redis.call('HGET', KEYS[2], ARGV[1])
+if not member then return false end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[1], member)
+local user = cjson.decode(member)[2]
+if redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then
+  redis.call('HDEL', KEYS[3], user)
+  return user
+end
+return false
+";
+
+/// Removes up to ARGV[2] entries that expired by ARGV[1]. KEYS: entries,
+/// conns, users. Returns `[entries left, entries removed, users gone]`.
+const EXPIRE: &str = r"
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local gone = {}
+for _, member in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], member)
+  local entry = cjson.decode(member)
+  if redis.call('HGET', KEYS[2], entry[1]) == member then
+    redis.call('HDEL', KEYS[2], entry[1])
+  end
+  if redis.call('HINCRBY', KEYS[3], entry[2], -1) <= 0 then
+    redis.call('HDEL', KEYS[3], entry[2])
+    table.insert(gone, entry[2])
+  end
+end
+return {redis.call('ZCARD', KEYS[1]), #expired, gone}
+";
+
+/// Most entries one `EXPIRE` call removes, so that one script never holds
+/// Redis for long; `expire` calls it again while it removes that many.
+const EXPIRE_BATCH: usize = 512;
+
 fn encode(entry: &PresenceEntry) -> String {
     serde_json::to_string(&(&entry.connection, &entry.user_id, &entry.name)).unwrap_or_default()
 }
@@ -41,22 +112,28 @@ fn decode(member: &str) -> Option<Member> {
     serde_json::from_str(member).ok()
 }
 
+/// The three keys of a workspace, entries first.
+struct Keys([String; 3]);
+
 impl RedisPresence {
     pub(crate) fn new(connection: ConnectionManager, prefix: &str) -> Self {
-        Self {
-            backend: Backend::Single(connection),
-            prefix: prefix.to_owned(),
-        }
+        Self::with(Backend::Single(connection), prefix)
     }
 
     pub(crate) fn cluster(cluster: Arc<Cluster>, prefix: &str) -> Self {
+        Self::with(Backend::Cluster(cluster), prefix)
+    }
+
+    fn with(backend: Backend, prefix: &str) -> Self {
+        // A brace in the prefix would make it, not the workspace, the hash tag
+        // of some keys and not of others.
         Self {
-            backend: Backend::Cluster(cluster),
-            prefix: prefix.to_owned(),
+            backend,
+            prefix: prefix.replace(['{', '}'], "_"),
         }
     }
 
-    /// Runs `cmd`, whose one key is `key`.
+    /// Runs `cmd`, whose keys are all in the slot of `key`.
     async fn query<T: FromRedisValue>(&self, key: &str, cmd: &Cmd) -> Result<T, BrokerError> {
         match &self.backend {
             Backend::Single(connection) => {
@@ -69,40 +146,62 @@ impl RedisPresence {
         }
     }
 
-    fn key(&self, workspace: &str) -> String {
-        format!("{}presence:{workspace}", self.prefix)
+    /// Runs one of the scripts on a workspace's keys.
+    async fn script<T: FromRedisValue>(
+        &self,
+        script: &str,
+        keys: &Keys,
+        args: &[&str],
+    ) -> Result<T, BrokerError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script).arg(keys.0.len());
+        for key in &keys.0 {
+            cmd.arg(key);
+        }
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        self.query(&keys.0[0], &cmd).await
+    }
+
+    fn keys(&self, workspace: &str) -> Keys {
+        let p = &self.prefix;
+        Keys([
+            format!("{p}presence:{{{workspace}}}"),
+            format!("{p}presence-conns:{{{workspace}}}"),
+            format!("{p}presence-users:{{{workspace}}}"),
+        ])
     }
 
     fn index(&self) -> String {
         format!("{}presence-workspaces", self.prefix)
     }
 
-    /// Live members (expiring after `now`).
-    async fn live(&self, workspace: &str, now: i64) -> Result<Vec<Member>, BrokerError> {
-        let key = self.key(workspace);
-        let mut cmd = redis::cmd("ZRANGEBYSCORE");
-        cmd.arg(&key).arg(format!("({now}")).arg("+inf");
-        let members: Vec<String> = self.query(&key, &cmd).await?;
-        Ok(members.iter().filter_map(|m| decode(m)).collect())
+    async fn index_command(&self, command: &str, workspace: &str) -> Result<(), BrokerError> {
+        let index = self.index();
+        let mut cmd = redis::cmd(command);
+        cmd.arg(&index).arg(workspace);
+        self.query::<i64>(&index, &cmd).await.map(drop)
     }
 
-    async fn user_present(
+    /// Drops a workspace's expired entries; returns the users gone and
+    /// whether entries are left.
+    async fn expire_workspace(
         &self,
         workspace: &str,
-        user: &str,
         now: i64,
-    ) -> Result<bool, BrokerError> {
-        Ok(self
-            .live(workspace, now)
-            .await?
-            .iter()
-            .any(|(_, u, _)| u == user))
-    }
-
-    async fn zrem(&self, key: &str, member: &str) -> Result<i64, BrokerError> {
-        let mut cmd = redis::cmd("ZREM");
-        cmd.arg(key).arg(member);
-        self.query(key, &cmd).await
+    ) -> Result<(Vec<String>, bool), BrokerError> {
+        let keys = self.keys(workspace);
+        let (now, batch) = (now.to_string(), EXPIRE_BATCH.to_string());
+        let mut gone = Vec::new();
+        loop {
+            let (left, removed, users): (i64, usize, Vec<String>) =
+                self.script(EXPIRE, &keys, &[&now, &batch]).await?;
+            gone.extend(users);
+            if removed < EXPIRE_BATCH {
+                return Ok((gone, left > 0));
+            }
+        }
     }
 }
 
@@ -113,49 +212,29 @@ impl Presence for RedisPresence {
         workspace: &str,
         entry: &PresenceEntry,
         expires_at: i64,
-        now: i64,
+        _now: i64,
     ) -> Result<bool, BrokerError> {
-        let was_present = self.user_present(workspace, &entry.user_id, now).await?;
-        let (key, index) = (self.key(workspace), self.index());
-        let mut zadd = redis::cmd("ZADD");
-        zadd.arg(&key).arg(expires_at).arg(encode(entry));
-        let mut sadd = redis::cmd("SADD");
-        sadd.arg(&index).arg(workspace);
-        // Two keys, maybe on two shards: two commands, sent together.
-        tokio::try_join!(
-            self.query::<i64>(&key, &zadd),
-            self.query::<i64>(&index, &sadd)
-        )?;
-        Ok(!was_present)
+        let keys = self.keys(workspace);
+        let args = [
+            entry.connection.as_str(),
+            &encode(entry),
+            &expires_at.to_string(),
+            entry.user_id.as_str(),
+        ];
+        let first: i64 = self.script(JOIN, &keys, &args).await?;
+        // After the entry, never before: see the module doc.
+        self.index_command("SADD", workspace).await?;
+        Ok(first == 1)
     }
 
     async fn leave(
         &self,
         workspace: &str,
         connection: &str,
-        now: i64,
+        _now: i64,
     ) -> Result<Option<String>, BrokerError> {
-        let key = self.key(workspace);
-        let mut zrange = redis::cmd("ZRANGE");
-        zrange.arg(&key).arg(0).arg(-1).arg("WITHSCORES");
-        let members: Vec<(String, f64)> = self.query(&key, &zrange).await?;
-        let mut gone_user = None;
-        for (member, expires) in members {
-            let Some((conn, user, _)) = decode(&member) else {
-                continue;
-            };
-            if conn != connection {
-                continue;
-            }
-            let removed = self.zrem(&key, &member).await?;
-            if removed == 1 && expires as i64 > now {
-                gone_user = Some(user);
-            }
-        }
-        match gone_user {
-            Some(user) if !self.user_present(workspace, &user, now).await? => Ok(Some(user)),
-            _ => Ok(None),
-        }
+        self.script(LEAVE, &self.keys(workspace), &[connection])
+            .await
     }
 
     async fn users(
@@ -163,10 +242,13 @@ impl Presence for RedisPresence {
         workspace: &str,
         now: i64,
     ) -> Result<Vec<(String, Option<String>)>, BrokerError> {
-        let mut users: Vec<(String, Option<String>)> = self
-            .live(workspace, now)
-            .await?
-            .into_iter()
+        let keys = self.keys(workspace);
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(&keys.0[0]).arg(format!("({now}")).arg("+inf");
+        let members: Vec<String> = self.query(&keys.0[0], &cmd).await?;
+        let mut users: Vec<(String, Option<String>)> = members
+            .iter()
+            .filter_map(|m| decode(m))
             .map(|(_, u, n)| (u, n))
             .collect();
         users.sort();
@@ -181,27 +263,17 @@ impl Presence for RedisPresence {
         let workspaces: Vec<String> = self.query(&index, &smembers).await?;
         let mut gone = Vec::new();
         for workspace in workspaces {
-            let key = self.key(&workspace);
-            let mut expired_cmd = redis::cmd("ZRANGEBYSCORE");
-            expired_cmd.arg(&key).arg("-inf").arg(now);
-            let expired: Vec<String> = self.query(&key, &expired_cmd).await?;
-            for member in expired {
-                let removed = self.zrem(&key, &member).await?;
-                let Some((_, user, _)) = decode(&member) else {
-                    continue;
-                };
-                let reported = gone.iter().any(|(w, u)| w == &workspace && u == &user);
-                if removed == 1 && !reported && !self.user_present(&workspace, &user, now).await? {
-                    gone.push((workspace.clone(), user));
+            let (users, left) = self.expire_workspace(&workspace, now).await?;
+            gone.extend(users.into_iter().map(|user| (workspace.clone(), user)));
+            if !left {
+                // Out of the index first, then look again: a join in between
+                // has added its entry before its SADD, so it is seen here.
+                self.index_command("SREM", &workspace).await?;
+                let (more, left) = self.expire_workspace(&workspace, now).await?;
+                gone.extend(more.into_iter().map(|user| (workspace.clone(), user)));
+                if left {
+                    self.index_command("SADD", &workspace).await?;
                 }
-            }
-            let mut zcard = redis::cmd("ZCARD");
-            zcard.arg(&key);
-            let left: i64 = self.query(&key, &zcard).await?;
-            if left == 0 {
-                let mut srem = redis::cmd("SREM");
-                srem.arg(&index).arg(&workspace);
-                let _: i64 = self.query(&index, &srem).await?;
             }
         }
         Ok(gone)

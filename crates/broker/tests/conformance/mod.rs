@@ -474,6 +474,71 @@ pub async fn presence_entries_expire(backend: &Backend) {
     assert_eq!(pa.expire(now + 1000).await.unwrap(), vec![]);
 }
 
+/// Rounds of [`presence_is_atomic_across_nodes`]: each is a race that an
+/// adapter reading then writing loses now and then.
+const RACES: usize = 120;
+
+/// Presence changes are atomic across nodes: a user joining on two nodes at
+/// once arrives once and, leaving on both at once, goes once; a workspace
+/// being joined while another node finds it empty stays in the index that
+/// `expire` walks.
+pub async fn presence_is_atomic_across_nodes(backend: &Backend) {
+    let (a, b) = backend.nodes("atomic").await;
+    let (pa, pb) = (&a.presence, &b.as_ref().unwrap_or(&a).presence);
+    let now = 1_000_000;
+    let until = now + 1000;
+    for round in 0..RACES {
+        let user = format!("u{round}");
+        let (on_a, on_b) = (format!("a{round}"), format!("b{round}"));
+        let (entry_a, entry_b) = (entry(&on_a, &user, None), entry(&on_b, &user, None));
+        let (first, second) = tokio::join!(
+            pa.join("w", &entry_a, until, now),
+            pb.join("w", &entry_b, until, now),
+        );
+        let arrivals = [first.unwrap(), second.unwrap()];
+        assert_eq!(
+            arrivals.iter().filter(|&&a| a).count(),
+            1,
+            "round {round}: {user} arrived {arrivals:?}"
+        );
+        let (first, second) = tokio::join!(pa.leave("w", &on_a, now), pb.leave("w", &on_b, now),);
+        let departures = [first.unwrap(), second.unwrap()];
+        assert_eq!(
+            departures.iter().flatten().count(),
+            1,
+            "round {round}: {user} went {departures:?}"
+        );
+    }
+
+    for round in 0..RACES {
+        let workspace = format!("x{round}");
+        assert!(pa
+            .join(&workspace, &entry("old", "ann", None), now + 10, now)
+            .await
+            .unwrap());
+        // `expire` finds the workspace empty while `join` fills it again,
+        // started a little later each round so that it lands everywhere in
+        // `expire`'s commands.
+        let bea = entry("new", "bea", None);
+        let offset = Duration::from_micros((round as u64 * 97) % 3000);
+        let (expired, joined) = tokio::join!(pb.expire(now + 20), async {
+            let start = Instant::now();
+            while start.elapsed() < offset {
+                tokio::task::yield_now().await;
+            }
+            pa.join(&workspace, &bea, now + 500, now + 20).await
+        });
+        expired.unwrap();
+        assert!(joined.unwrap());
+        let gone = pa.expire(now + 600).await.unwrap();
+        assert!(
+            gone.contains(&(workspace.clone(), "bea".to_owned())),
+            "round {round}: {workspace} fell out of the index; expire saw {gone:?}"
+        );
+    }
+    assert_eq!(pa.expire(now + 2000).await.unwrap(), vec![]);
+}
+
 /// Runs the whole suite, one function after the other.
 pub async fn all(backend: &Backend) {
     publish_reaches_every_subscriber_including_self(backend).await;
@@ -482,6 +547,7 @@ pub async fn all(backend: &Backend) {
     order_is_kept_per_topic(backend).await;
     presence_counts_users_across_connections(backend).await;
     presence_entries_expire(backend).await;
+    presence_is_atomic_across_nodes(backend).await;
 }
 
 #[allow(unused_macros)] // `tests/redis_cluster.rs` runs `all` instead.
@@ -496,6 +562,7 @@ macro_rules! conformance_tests {
             order_is_kept_per_topic,
             presence_counts_users_across_connections,
             presence_entries_expire,
+            presence_is_atomic_across_nodes,
         );
     };
     (@each $backend:path; $($name:ident,)*) => {
