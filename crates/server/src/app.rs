@@ -15,6 +15,7 @@ use crate::collab::Collab;
 use crate::config::Settings;
 use crate::http::dev::DevHooks;
 use crate::notify::{Hub, Publisher};
+use crate::realtime::catchup::CatchUp;
 use crate::realtime::{self, fanout, presence, ConnectionCounts, Typing, Writer};
 
 /// Shared state of one server process: the ports, and one part per transport.
@@ -64,6 +65,7 @@ impl App {
 /// topic's kind; a resubscription to all three.
 struct Consumers {
     rooms: Namespace,
+    catch_up: Arc<CatchUp>,
     users: Arc<Hub>,
     documents: Arc<Collab>,
     access: std::sync::Weak<App>,
@@ -73,19 +75,23 @@ impl Consumers {
     fn handle(&self, event: BrokerEvent) {
         match event {
             BrokerEvent::Delivery { topic, payload } => match topic {
-                Topic::Workspace(workspace) => fanout::deliver(&self.rooms, &workspace, &payload),
+                Topic::Workspace(workspace) => {
+                    self.catch_up.deliver(&self.rooms, &workspace, payload)
+                }
                 Topic::User(user) => self.users.deliver(&user, &payload),
                 Topic::Document(document) => self.documents.deliver(&document, &payload),
                 Topic::Access => crate::access::delivered(&self.access, &payload),
             },
             BrokerEvent::Resubscribed => {
                 fanout::resubscribed();
+                self.catch_up.resubscribed(self.access.clone());
                 crate::access::resubscribed(&self.access);
                 self.users.resubscribed();
                 self.documents.resubscribed();
             }
             BrokerEvent::Down => {
                 tracing::warn!("broker connection lost");
+                self.catch_up.fell_behind();
                 metrics::gauge!("switchboard_broker_up").set(0.0);
             }
             BrokerEvent::Up => {
@@ -204,10 +210,11 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
                 typing: Typing::default(),
                 connections: ConnectionCounts::default(),
                 expiries: Default::default(),
+                catch_up: Arc::default(),
             },
             presence,
             dev: dev.then(DevHooks::default),
-            notifier: Publisher::new(store.clone(), broker.clone()),
+            notifier: Publisher::new(store.clone(), broker.clone(), hub.clone()),
             hub,
             collab,
             auth,
@@ -220,6 +227,7 @@ pub async fn build(mut settings: Settings, dev: bool) -> anyhow::Result<(Arc<App
     let io = built.context("the Socket.IO server was not built")?;
     let _ = consumers.set(Consumers {
         rooms: app.realtime.namespace.clone(),
+        catch_up: app.realtime.catch_up.clone(),
         users: app.hub.clone(),
         documents: app.collab.clone(),
         access: Arc::downgrade(&app),

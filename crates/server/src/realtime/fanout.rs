@@ -61,9 +61,9 @@ pub fn deliver(namespace: &Namespace, workspace: &str, payload: &Bytes) {
 }
 
 /// The broker lost its subscriptions for a while: room broadcasts published
-/// in between never reached this node's sockets. This only records it (a
-/// warning and `switchboard_broker_resubscriptions_total{consumer="chat"}`);
-/// chat clients are not caught up from the Store here.
+/// in between never reached this node's sockets. This records it (a warning
+/// and `switchboard_broker_resubscriptions_total{consumer="chat"}`); the
+/// messages among them are sent from the Store by `catchup.rs`.
 pub fn resubscribed() {
     tracing::warn!("broker resubscribed: room broadcasts may have been missed");
     metrics::counter!("switchboard_broker_resubscriptions_total", "consumer" => "chat")

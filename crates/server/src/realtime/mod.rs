@@ -4,9 +4,11 @@
 //! Event handlers are in `chat.rs`; the node's ordering task in `writer.rs`;
 //! replaying history to a socket and putting it in rooms in `admission.rs`;
 //! presence and typing in `presence.rs`; broker channels and the delivery to
-//! local rooms in `fanout.rs`. Per-user connection counts and rate limits are here.
+//! local rooms in `fanout.rs`; the catch-up from the Store after missed
+//! deliveries in `catchup.rs`. Per-user connection counts and rate limits are here.
 
 mod admission;
+pub mod catchup;
 mod chat;
 pub mod expiry;
 pub mod fanout;
@@ -46,6 +48,8 @@ pub struct Node {
     pub connections: ConnectionCounts,
     /// Socket.IO connections by the time their token expires.
     pub expiries: expiry::Expiries,
+    /// What rooms delivered, and the catch-up after missed deliveries.
+    pub catch_up: Arc<catchup::CatchUp>,
 }
 
 /// The handler of the main namespace. It holds the app weakly: the app holds

@@ -249,10 +249,17 @@ impl State {
             .await
         {
             tracing::error!(error = %e, workspace, "publishing a broadcast failed");
+            // This node's members get it from the Store now; other nodes'
+            // when their subscription is back (`catchup.rs`).
+            let catch_up = &self.app.realtime.catch_up;
+            catch_up.fell_behind();
+            catch_up.resubscribed(Arc::downgrade(&self.app));
         }
     }
 
     async fn enter(&self, socket: &Socket, entry: Entry) -> Result<Entered, Error> {
+        // Where the socket's history now ends; without history, here.
+        let mut replayed = self.last_published;
         if let Some(after) = entry.after.filter(|_| !entry.workspaces.is_empty()) {
             let missing = self
                 .app
@@ -273,8 +280,16 @@ impl State {
             if missing.len() == ENTER_TAIL as usize {
                 return Ok(Entered::Behind(sent));
             }
+            replayed = sent;
         }
         for workspace in &entry.workspaces {
+            let catch_up = &self.app.realtime.catch_up;
+            catch_up.entered(
+                &self.app.realtime.namespace,
+                socket.id(),
+                workspace,
+                replayed,
+            );
             socket.join(&fanout::room(workspace));
         }
         for workspace in &entry.announce {

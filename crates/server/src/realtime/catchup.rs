@@ -1,0 +1,344 @@
+//! Live catch-up: after the broker lost deliveries (an outage, a failed
+//! publish), this node brings the members connected to it up to date from the
+//! Store, exactly once and in id order per workspace, without a reconnect.
+//!
+//! What lives here: per workspace room of this node, the ids of the last
+//! [`SEEN`] messages it delivered (so a message is never delivered twice, even
+//! if the broker hands it over twice) and the point the room started from;
+//! while the node is behind, the point each socket entering a room was
+//! replayed to; the catch-up itself. What does not: the delivery of a frame to
+//! a room (`fanout.rs`), replaying history to one socket (`admission.rs`).
+//!
+//! How a catch-up runs. The broker's `Down` (or a failed publish) marks the
+//! node behind. On `Resubscribed`, live deliveries are held back (up to
+//! [`HOLD`] of them) while, room by room, every stored message above the
+//! room's low point that the room has not delivered is sent, page by page, to
+//! each socket in the room that had not been replayed past it. Then the held
+//! deliveries go out, less those the catch-up sent. Held deliveries past
+//! [`HOLD`] are dropped (`switchboard_catchup_dropped_total`) and a further
+//! round fetches what they carried from the Store; only unstored events
+//! (typing, presence) can be lost that way.
+//!
+//! A room's low point is the oldest id it remembers when it has delivered
+//! [`SEEN`] messages or more, otherwise the point its first socket entered
+//! from. A room whose first socket joined without history starts at the last
+//! id this node had published, so the few messages stored by other nodes just
+//! before it joined may reach it too, once each.
+//!
+//! The per-room window (at most [`SEEN`] ids) and the per-socket points (only
+//! while behind, dropped once caught up) keep this bounded; rooms this node
+//! no longer has are forgotten. Order across nodes between live deliveries is
+//! still per node (see the contract's known limits).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use switchboard_core::Error;
+use switchboard_socketio::{Namespace, Sid, Socket, Utf8Bytes};
+
+use super::fanout;
+use super::writer::message_frame;
+use crate::app::App;
+
+/// Message ids remembered per room, newest last.
+pub const SEEN: usize = 128;
+/// Live deliveries held back while a catch-up runs.
+pub const HOLD: usize = 8192;
+/// Messages fetched from the Store per page.
+const PAGE: u32 = 500;
+/// Catch-up rounds run back to back before the node gives up until the next
+/// trigger (each round is asked for by an overflow or a new outage).
+const MAX_ROUNDS: usize = 8;
+
+/// The catch-up state of one node.
+#[derive(Default)]
+pub struct CatchUp {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rooms: HashMap<String, Seen>,
+    /// Deliveries lost or possibly lost since the last catch-up.
+    behind: bool,
+    /// Where each socket entering a room while behind was replayed to.
+    floors: HashMap<(Sid, String), i64>,
+    /// Some while a catch-up runs: the deliveries held back meanwhile.
+    holding: Option<Vec<(String, Bytes)>>,
+    /// Held deliveries were dropped: another round is needed.
+    overflowed: bool,
+    /// A catch-up task is running (it runs again if asked meanwhile).
+    running: bool,
+    /// Rooms this node no longer has are forgotten when `rooms` grows to this.
+    prune_at: usize,
+    again: bool,
+}
+
+/// What a room of this node delivered.
+struct Seen {
+    /// The point the room started from.
+    base: i64,
+    /// The latest message ids delivered, in delivery order.
+    ids: VecDeque<i64>,
+}
+
+impl Seen {
+    fn new(base: i64) -> Self {
+        Self {
+            base,
+            ids: VecDeque::new(),
+        }
+    }
+
+    fn contains(&self, id: i64) -> bool {
+        self.ids.contains(&id)
+    }
+
+    fn record(&mut self, id: i64) {
+        if self.ids.len() == SEEN {
+            self.ids.pop_front();
+        }
+        self.ids.push_back(id);
+    }
+
+    /// Messages above this id may be missing.
+    fn low(&self) -> i64 {
+        if self.ids.len() == SEEN {
+            self.ids.iter().copied().min().unwrap_or(self.base)
+        } else {
+            self.base
+        }
+    }
+}
+
+/// The id of the message a `message` event frame carries (its offset).
+pub fn message_id(frame: &[u8]) -> Option<i64> {
+    let rest = frame.strip_prefix(b"42[\"message\",")?;
+    let rest = rest.strip_suffix(b"\"]")?;
+    let start = rest.iter().rposition(|b| *b == b'"')? + 1;
+    std::str::from_utf8(&rest[start..]).ok()?.parse().ok()
+}
+
+impl CatchUp {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The node may have missed deliveries: the next catch-up is needed.
+    pub fn fell_behind(&self) {
+        self.inner().behind = true;
+    }
+
+    /// A socket entered a workspace's room, having been sent every message up
+    /// to `sent`. Called by the ordering task, before the socket is in the room.
+    pub fn entered(&self, namespace: &Namespace, socket: Sid, workspace: &str, sent: i64) {
+        let mut inner = self.inner();
+        if !inner.rooms.contains_key(workspace) {
+            if inner.rooms.len() >= inner.prune_at {
+                inner
+                    .rooms
+                    .retain(|w, _| namespace.room_size(&fanout::room(w)) > 0);
+                // Doubling keeps the pruning amortised O(1) per room.
+                inner.prune_at = (2 * inner.rooms.len()).max(64);
+            }
+            inner.rooms.insert(workspace.to_owned(), Seen::new(sent));
+        }
+        if inner.behind || inner.running {
+            inner.floors.insert((socket, workspace.to_owned()), sent);
+        }
+    }
+
+    /// Hands a broker delivery on a workspace's topic to the room, unless it
+    /// carries a message the room has delivered already, or a catch-up holds
+    /// it back.
+    pub fn deliver(&self, namespace: &Namespace, workspace: &str, payload: Bytes) {
+        let mut inner = self.inner();
+        if let Some(holding) = inner.holding.as_mut() {
+            if holding.len() < HOLD {
+                holding.push((workspace.to_owned(), payload));
+            } else {
+                inner.overflowed = true;
+                metrics::counter!("switchboard_catchup_dropped_total").increment(1);
+            }
+            return;
+        }
+        inner.deliver_now(namespace, workspace, &payload);
+    }
+
+    /// Starts a catch-up if the node is behind (or one is running: it goes
+    /// round once more).
+    pub fn resubscribed(self: &Arc<Self>, app: std::sync::Weak<App>) {
+        {
+            let mut inner = self.inner();
+            if inner.running {
+                inner.again = true;
+                return;
+            }
+            if !inner.behind {
+                return;
+            }
+            inner.running = true;
+            inner.holding = Some(Vec::new());
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut sent = 0;
+            for round in 1..=MAX_ROUNDS {
+                let Some(app) = app.upgrade() else { return };
+                this.inner().behind = false;
+                let outcome = this.round(&app).await;
+                let mut inner = this.inner();
+                match outcome {
+                    Ok(n) => sent += n,
+                    Err(e) => {
+                        tracing::error!(error = %e, "catching up from the store failed");
+                        inner.behind = true;
+                    }
+                }
+                let again = std::mem::take(&mut inner.again)
+                    | std::mem::take(&mut inner.overflowed)
+                    | inner.behind;
+                if !again || round == MAX_ROUNDS {
+                    inner.finish(&app.realtime.namespace);
+                    inner.behind |= again;
+                    break;
+                }
+                if inner.holding.as_ref().is_some_and(|h| h.len() >= HOLD) {
+                    // What the full hold dropped is in the Store: the next
+                    // round fetches it.
+                    inner.holding = Some(Vec::new());
+                }
+            }
+            metrics::counter!("switchboard_catchup_messages_total").increment(sent);
+            metrics::histogram!("switchboard_catchup_seconds")
+                .record(started.elapsed().as_secs_f64());
+            tracing::info!(
+                messages = sent,
+                ms = started.elapsed().as_millis() as u64,
+                "caught up from the store after missed deliveries"
+            );
+        });
+    }
+
+    /// One pass over this node's rooms; returns the messages sent.
+    async fn round(&self, app: &Arc<App>) -> Result<u64, Error> {
+        let namespace = &app.realtime.namespace;
+        let workspaces: Vec<String> = namespace
+            .rooms()
+            .iter()
+            .filter_map(|room| fanout::workspace_of_room(room).map(str::to_owned))
+            .collect();
+        let mut sent = 0;
+        for workspace in workspaces {
+            let Some(mut cursor) = self.inner().rooms.get(&workspace).map(Seen::low) else {
+                continue;
+            };
+            loop {
+                let page = app
+                    .store
+                    .messages_since(std::slice::from_ref(&workspace), cursor, PAGE)
+                    .await?;
+                let sockets = namespace.room_sockets(&fanout::room(&workspace));
+                for message in &page {
+                    cursor = message.id;
+                    let frame = message_frame(message, message.id)?;
+                    if self.send_missing(&workspace, message.id, &frame, &sockets) {
+                        sent += 1;
+                    }
+                }
+                if page.len() < PAGE as usize {
+                    break;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Sends a stored message to the sockets of its room that lack it; false
+    /// if the room had delivered it already.
+    fn send_missing(
+        &self,
+        workspace: &str,
+        id: i64,
+        frame: &Utf8Bytes,
+        sockets: &[Socket],
+    ) -> bool {
+        let mut inner = self.inner();
+        let Inner { rooms, floors, .. } = &mut *inner;
+        let Some(seen) = rooms.get_mut(workspace) else {
+            return false;
+        };
+        if seen.contains(id) {
+            return false;
+        }
+        seen.record(id);
+        for socket in sockets {
+            let floor = floors.get(&(socket.id(), workspace.to_owned()));
+            if floor.is_some_and(|floor| *floor >= id) {
+                continue;
+            }
+            // A full queue closes the socket; it recovers on reconnect.
+            let _ = socket.emit_encoded(frame);
+        }
+        true
+    }
+}
+
+impl Inner {
+    fn deliver_now(&mut self, namespace: &Namespace, workspace: &str, payload: &Bytes) {
+        if let Some(id) = payload
+            .iter()
+            .position(|b| *b == b'\n')
+            .and_then(|split| message_id(&payload[split + 1..]))
+        {
+            if let Some(seen) = self.rooms.get_mut(workspace) {
+                if seen.contains(id) {
+                    metrics::counter!("switchboard_broadcast_duplicates_total").increment(1);
+                    return;
+                }
+                seen.record(id);
+            }
+        }
+        fanout::deliver(namespace, workspace, payload);
+    }
+
+    /// Ends a catch-up: the held deliveries go out, less what it sent.
+    fn finish(&mut self, namespace: &Namespace) {
+        for (workspace, payload) in self.holding.take().unwrap_or_default() {
+            self.deliver_now(namespace, &workspace, &payload);
+        }
+        self.floors.clear();
+        self.running = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_read_from_message_frames_only() {
+        assert_eq!(
+            message_id(br#"42["message",{"id":7,"content":"\"]"},"7"]"#),
+            Some(7)
+        );
+        assert_eq!(message_id(br#"42["typing",{"id":7},"7"]"#), None);
+        assert_eq!(message_id(br#"42["message",{"id":7}]"#), None);
+        assert_eq!(message_id(b"42[\"message\",\"x\"]"), None);
+        assert_eq!(message_id(b""), None);
+    }
+
+    #[test]
+    fn a_room_remembers_its_latest_ids_and_where_it_may_lack_some() {
+        let mut seen = Seen::new(10);
+        assert_eq!(seen.low(), 10);
+        for id in 11..11 + SEEN as i64 + 5 {
+            seen.record(id);
+        }
+        assert!(!seen.contains(11));
+        assert!(seen.contains(11 + SEEN as i64 + 4));
+        assert_eq!(seen.low(), 16);
+    }
+}
