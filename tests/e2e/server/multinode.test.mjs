@@ -2,7 +2,8 @@
 // node 1 reaches a member on node 3"): chat, `POST /api/publish`, notifications
 // (SSE and long-poll), presence and typing across three nodes; a Redis restart
 // (`/readyz` 503 while the subscription is down, acknowledged messages never lost,
-// resubscription afterwards); a node killed with SIGKILL (its users catch up on
+// live members and open SSE streams caught up from the Store afterwards, once, in
+// order, on the same connection; resubscription); a node killed with SIGKILL (its users catch up on
 // another node with `since`).
 //
 // Needs PostgreSQL (SWITCHBOARD_TEST_POSTGRES, default postgres://root@127.0.0.1:5432/test),
@@ -321,6 +322,7 @@ describe("a Redis restart under two nodes", () => {
   let redis;
   let redisPort;
   const clients = new Clients();
+  const streams = new Streams();
 
   before(async () => {
     redisPort = await freePort();
@@ -329,6 +331,7 @@ describe("a Redis restart under two nodes", () => {
   });
   after(async () => {
     clients.closeAll();
+    for (const stream of streams.open) stream.close();
     await Promise.all(nodes.map((n) => n.stop()));
     await redis?.kill();
   });
@@ -343,6 +346,21 @@ describe("a Redis restart under two nodes", () => {
     await join(alice, ws);
     await join(bob, ws);
     const atBob = collectMessages(bob);
+    const atAliceLive = collectMessages(alice);
+    const disconnects = [];
+    for (const [name, socket] of [["alice", alice], ["bob", bob]]) {
+      socket.on("disconnect", (reason) => disconnects.push(`${name}: ${reason}`));
+    }
+
+    // Dora follows her notifications on both nodes.
+    const dora = `dora-${randomBytes(3).toString("hex")}`;
+    const doraStreams = [];
+    for (const n of nodes) {
+      const stream = await streams.raw(n, { token: userToken(SECRET, dora) });
+      assert.equal(stream.status, 200, `dora's stream on ${n.url}`);
+      await stream.waitEvents(1);
+      doraStreams.push(stream);
+    }
 
     const first = await send(alice, ws, "before the outage");
     await expectCount(atBob, 1, "messages at bob before the outage");
@@ -379,6 +397,8 @@ describe("a Redis restart under two nodes", () => {
       }),
     );
     const outageAcks = results.filter((r) => r.ack?.ok === true).map((r) => r.ack.id).sort((x, y) => x - y);
+    const outageNotifications = [];
+    for (const i of [0, 1]) outageNotifications.push(await createNotification(nodes[0], dora, "mention", { during: "outage", i }));
     await step("messages sent during the outage are acknowledged promptly (within 5 s) on both nodes", () => {
       const report = results.map((r) => `node ${r.node}: ${JSON.stringify(r.ack)} after ${r.ms} ms`).join("; ");
       t.diagnostic(`acks during the outage: ${report}`);
@@ -410,6 +430,28 @@ describe("a Redis restart under two nodes", () => {
       await eventually(async () => (await Promise.all(nodes.map(readyStatus))).every((s) => s === 200), 20_000, 100).catch(() => {});
       t.diagnostic(`readyz after ${Math.round(performance.now() - restartedAt)} ms: ${(await Promise.all(nodes.map(readyStatus))).join(" / ")}`);
     }
+
+    await step("live members on both nodes get every message acked during the outage, once, in order, without reconnecting", async () => {
+      const expected = [first.id, ...outageAcks];
+      for (const [name, seen] of [["alice on node 1", atAliceLive], ["bob on node 2", atBob]]) {
+        const ids = () => seen.map((e) => e.message.id);
+        await eventually(() => outageAcks.every((id) => ids().includes(id)), 10_000).catch(() =>
+          assert.fail(`${name} was never sent all of ${JSON.stringify(outageAcks)} after Redis came back; got ${JSON.stringify(ids())}`),
+        );
+        assert.deepEqual(ids().slice(0, expected.length), expected, `${name}: every acked message once, in id order`);
+      }
+      assert.deepEqual(disconnects, [], "nobody was disconnected");
+    });
+
+    await step("open SSE streams on both nodes get every notification created during the outage, once, in order, on the same connection", async () => {
+      const expected = outageNotifications.map((n) => n.id);
+      for (const [i, stream] of doraStreams.entries()) {
+        await eventually(() => stream.events.length >= 1 + expected.length, 10_000).catch(() => {});
+        const ids = stream.events.slice(1).map((f) => parseEventFrame(f.text).id);
+        assert.deepEqual(ids, expected, `dora's stream on node ${i + 1} (ended: ${stream.ended})`);
+        assert.equal(stream.ended, false, `dora's stream on node ${i + 1} is still the same connection`);
+      }
+    });
 
     let afterAck;
     await step("a new message sent on node 1 reaches the member on node 2 (resubscribed)", async () => {

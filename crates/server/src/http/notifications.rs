@@ -6,6 +6,7 @@
 //! at the token's `exp` (EventSource reconnects, with a fresh token), and a
 //! poll answers by then.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,17 +17,19 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use bytes::Bytes;
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard_core::time::now_millis;
 use switchboard_core::{Error, NewNotification, Notification};
+use tokio::sync::mpsc;
 
 use super::{ApiError, ApiJson, ApiKeyAuth, StreamAuth, UserAuth};
 use crate::app::App;
-use crate::notify::{Item, Kind};
+use crate::notify::{Item, Kind, Signal};
 
-/// Notifications read from the store per query while catching up.
+/// Notifications read from the Store per query while catching up (so a
+/// stream holds at most this many in memory, whatever `Last-Event-ID` says).
 const PAGE: u32 = 500;
 
 fn parse_id(name: &str, value: Option<&str>) -> Result<Option<i64>, Error> {
@@ -52,22 +55,6 @@ fn item(notification: &Notification) -> Result<Item, Error> {
         id: notification.id,
         json: serde_json::to_string(notification).map_err(Error::internal)?,
     })
-}
-
-/// Every notification of a user after `after`, oldest first.
-async fn catch_up(app: &App, user: &str, after: i64) -> Result<Vec<Item>, Error> {
-    let mut items = Vec::new();
-    let mut cursor = after;
-    loop {
-        let page = app.store.notifications_after(user, cursor, PAGE).await?;
-        for n in &page {
-            items.push(item(n)?);
-            cursor = n.id;
-        }
-        if page.len() < PAGE as usize {
-            return Ok(items);
-        }
-    }
 }
 
 // SSE frames are written here rather than with axum's `Sse`: the contract's
@@ -98,21 +85,20 @@ pub async fn stream(
     let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let last_event_id = parse_id("Last-Event-ID", header.or(query.last_event_id.as_deref()))?;
     // Listen first, then read what was missed: a notification stored meanwhile is
-    // in both, and the id filter below keeps only its first copy.
+    // in both, and the feed sends only its first copy.
     let (listener, live) = app.hub.listen(&user.id, Kind::Stream).await?;
-    let missed = match last_event_id {
-        Some(after) => catch_up(&app, &user.id, after).await?,
-        None => Vec::new(),
+    let feed = match last_event_id {
+        Some(after) => Feed::new(app.clone(), user.id.clone(), after, true, live),
+        None => {
+            // Nothing is replayed, but a catch-up needs to know where the
+            // stream started.
+            let newest = app.store.notifications(&user.id, false, None, 1).await;
+            let after = newest.map_err(Error::from)?.first().map_or(0, |n| n.id);
+            Feed::new(app.clone(), user.id.clone(), after, false, live)
+        }
     };
-    let mut newest = missed.last().map_or(last_event_id.unwrap_or(0), |i| i.id);
     let connected = stream::once(async { Bytes::from_static(CONNECTED.as_bytes()) });
-    let replay = stream::iter(missed.iter().map(sse_event).collect::<Vec<_>>());
-    let live = tokio_stream_from(live).filter_map(move |item| {
-        let fresh = item.id > newest;
-        newest = newest.max(item.id);
-        std::future::ready(fresh.then(|| sse_event(&item)))
-    });
-    let events = connected.chain(replay).chain(live);
+    let events = connected.chain(stream::unfold(feed, Feed::next));
     let pings = stream::unfold(app.settings.sse_ping_interval, |every| async move {
         tokio::time::sleep(every).await;
         Some((Bytes::from_static(PING.as_bytes()), every))
@@ -141,13 +127,77 @@ pub async fn stream(
     Ok(response)
 }
 
-/// An mpsc receiver as a stream.
-fn tokio_stream_from<T: Send + 'static>(
-    receiver: tokio::sync::mpsc::Receiver<T>,
-) -> impl Stream<Item = T> + Send {
-    stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    })
+/// The events of one stream after `connected`: the Store after the last id
+/// sent, a page at a time (on resume and after a [`Signal::CatchUp`]), and the
+/// live notifications, each id once, in increasing order.
+struct Feed {
+    app: Arc<App>,
+    user: String,
+    /// The newest id sent (or the resume point).
+    newest: i64,
+    /// The Store is read after `newest` before live notifications go on.
+    replaying: bool,
+    live: mpsc::Receiver<Signal>,
+    /// Frames of the page read last, not yet sent.
+    page: VecDeque<Bytes>,
+}
+
+impl Feed {
+    fn new(
+        app: Arc<App>,
+        user: String,
+        newest: i64,
+        replaying: bool,
+        live: mpsc::Receiver<Signal>,
+    ) -> Self {
+        Self {
+            app,
+            user,
+            newest,
+            replaying,
+            live,
+            page: VecDeque::new(),
+        }
+    }
+
+    /// The next frame; `None` ends the stream (the listener was dropped as a
+    /// slow consumer, or the Store failed: the client resumes by id).
+    async fn next(mut self) -> Option<(Bytes, Self)> {
+        loop {
+            if let Some(frame) = self.page.pop_front() {
+                return Some((frame, self));
+            }
+            if self.replaying {
+                let page = self
+                    .app
+                    .store
+                    .notifications_after(&self.user, self.newest, PAGE)
+                    .await;
+                let page = match page {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading missed notifications failed");
+                        return None;
+                    }
+                };
+                self.replaying = page.len() == PAGE as usize;
+                for notification in &page {
+                    let item = item(notification).ok()?;
+                    self.newest = self.newest.max(item.id);
+                    self.page.push_back(sse_event(&item));
+                }
+                continue;
+            }
+            match self.live.recv().await? {
+                Signal::Item(item) if item.id > self.newest => {
+                    self.newest = item.id;
+                    return Some((sse_event(&item), self));
+                }
+                Signal::Item(_) => {}
+                Signal::CatchUp => self.replaying = true,
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -5,8 +5,10 @@
 //! `<id>\n<json>`; every node with a listener for that user subscribes to the
 //! channel and passes the same JSON text to its listeners. A listener whose
 //! queue is full is dropped: its stream ends and the client resumes with
-//! `Last-Event-ID`, missing nothing. So is every listener when the broker had
-//! lost its subscriptions for a while.
+//! `Last-Event-ID`, missing nothing. When the broker had lost its
+//! subscriptions for a while, every listener is told to catch up
+//! ([`Signal::CatchUp`]): it reads the Store after the last notification it
+//! sent, so its client misses nothing and does not reconnect.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +41,15 @@ pub fn payload(notification: &Notification) -> Result<Bytes, Error> {
     Ok(Bytes::from(format!("{}\n{json}", notification.id)))
 }
 
+/// What a listener is handed.
+#[derive(Clone, Debug)]
+pub enum Signal {
+    /// A notification, as the broker delivered it.
+    Item(Arc<Item>),
+    /// Notifications may have been missed: read the Store after the last one sent.
+    CatchUp,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Stream,
@@ -48,7 +59,7 @@ pub enum Kind {
 struct Entry {
     id: u64,
     kind: Kind,
-    sender: mpsc::Sender<Arc<Item>>,
+    sender: mpsc::Sender<Signal>,
 }
 
 /// The listeners of this node, by user.
@@ -82,7 +93,7 @@ impl Hub {
         self: &Arc<Self>,
         user: &str,
         kind: Kind,
-    ) -> Result<(Listener, mpsc::Receiver<Arc<Item>>), Error> {
+    ) -> Result<(Listener, mpsc::Receiver<Signal>), Error> {
         let (sender, receiver) = mpsc::channel(LISTENER_QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
@@ -116,27 +127,33 @@ impl Hub {
             tracing::warn!(%user, "malformed notification payload");
             return;
         };
-        let item = Arc::new(item);
+        let item = Signal::Item(Arc::new(item));
         let mut users = self.users();
-        let Some(entries) = users.get_mut(user) else {
-            return;
-        };
-        entries.retain(|entry| match entry.sender.try_send(item.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("switchboard_slow_consumers_total", "kind" => "notifications")
-                    .increment(1);
-                false
+        if let Some(entries) = users.get_mut(user) {
+            hand(entries, &item);
+        }
+    }
+
+    /// A user's notifications may not have reached this node's listeners:
+    /// they catch up from the Store.
+    pub fn catch_up(&self, user: &str) {
+        let mut users = self.users();
+        if let Some(entries) = users.get_mut(user) {
+            hand(entries, &Signal::CatchUp);
+            if entries.is_empty() {
+                users.remove(user);
             }
-        });
+        }
     }
 
     /// The broker lost its subscriptions for a while: notifications published
-    /// in between were missed. Ends every stream and poll, so that clients
-    /// resume from their last id.
+    /// in between were missed. Every listener catches up from the Store.
     pub fn resubscribed(&self) {
-        self.users().clear();
+        let mut users = self.users();
+        for entries in users.values_mut() {
+            hand(entries, &Signal::CatchUp);
+        }
+        users.retain(|_, entries| !entries.is_empty());
     }
 
     /// Listeners on this node, all users together.
@@ -153,6 +170,20 @@ impl Hub {
             }
         }
     }
+}
+
+/// Hands a signal to listeners; drops those that are gone or too far behind
+/// (their clients resume by id).
+fn hand(entries: &mut Vec<Entry>, signal: &Signal) {
+    entries.retain(|entry| match entry.sender.try_send(signal.clone()) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics::counter!("switchboard_slow_consumers_total", "kind" => "notifications")
+                .increment(1);
+            false
+        }
+    });
 }
 
 fn parse_payload(payload: &[u8]) -> Option<Item> {

@@ -12,26 +12,32 @@ use std::sync::Arc;
 use switchboard_core::{Broker, Error, NewNotification, Notification, Store};
 use tokio::sync::Mutex;
 
+use super::Hub;
+
 /// Stores notifications, then publishes each on its user's broker channel.
 pub struct Publisher {
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
+    /// This node's listeners, told to catch up when a publish fails.
+    hub: Arc<Hub>,
     /// Held from commit to publish, so this node publishes in id order.
     in_order: Mutex<()>,
 }
 
 impl Publisher {
-    pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>) -> Self {
+    pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, hub: Arc<Hub>) -> Self {
         Self {
             store,
             broker,
+            hub,
             in_order: Mutex::new(()),
         }
     }
 
     /// Stores a notification, then publishes it to the user's streams and polls
     /// on every node. A failed publish loses nothing: the notification is
-    /// stored, and streams and polls catch up by id.
+    /// stored; this node's streams and polls of the user read it from the
+    /// Store at once, other nodes' when their subscription is back.
     pub async fn notify(&self, notification: NewNotification) -> Result<Notification, Error> {
         let _in_order = self.in_order.lock().await;
         let stored = self.store.insert_notification(&notification).await?;
@@ -40,6 +46,7 @@ impl Publisher {
         let channel = super::channel(&stored.user_id);
         if let Err(e) = self.broker.publish(&channel, payload).await {
             tracing::error!(error = %e, id = stored.id, "publishing a stored notification failed");
+            self.hub.catch_up(&stored.user_id);
         }
         Ok(stored)
     }

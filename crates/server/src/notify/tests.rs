@@ -8,7 +8,7 @@ use serde_json::json;
 use switchboard_core::{Broker, BrokerError, BrokerEvent, ErrorCode, NewNotification, Topic};
 use tokio::sync::mpsc;
 
-use super::{Hub, Item, Kind, Publisher};
+use super::{Hub, Kind, Publisher, Signal};
 
 /// A hub on the in-process broker, whose deliveries go nowhere: the tests
 /// hand payloads to the hub themselves.
@@ -23,11 +23,15 @@ fn payload(id: i64) -> Vec<u8> {
     format!("{id}\n{{\"id\":{id}}}").into_bytes()
 }
 
-/// What is queued for a listener now, without waiting.
-fn drain(receiver: &mut mpsc::Receiver<Arc<Item>>) -> Vec<i64> {
+/// What is queued for a listener now, without waiting: notification ids, and
+/// `-1` for a catch-up.
+fn drain(receiver: &mut mpsc::Receiver<Signal>) -> Vec<i64> {
     let mut ids = Vec::new();
-    while let Ok(item) = receiver.try_recv() {
-        ids.push(item.id);
+    while let Ok(signal) = receiver.try_recv() {
+        ids.push(match signal {
+            Signal::Item(item) => item.id,
+            Signal::CatchUp => -1,
+        });
     }
     ids
 }
@@ -68,14 +72,16 @@ async fn a_listener_that_falls_behind_is_dropped_and_the_others_keep_theirs() {
 }
 
 #[tokio::test]
-async fn a_resubscription_ends_every_listener_so_clients_resume_by_id() {
+async fn a_resubscription_tells_every_listener_to_catch_up_in_line() {
     let hub = hub(10).await;
     let (_a, mut a) = hub.listen("alice", Kind::Stream).await.expect("a");
     let (_b, mut b) = hub.listen("bob", Kind::Poll).await.expect("b");
+    hub.deliver("alice", &payload(3));
     hub.resubscribed();
-    assert!(a.recv().await.is_none());
-    assert!(b.recv().await.is_none());
-    assert_eq!(hub.listener_count(), 0);
+    hub.deliver("alice", &payload(9));
+    assert_eq!(drain(&mut a), [3, -1, 9]);
+    assert_eq!(drain(&mut b), [-1]);
+    assert_eq!(hub.listener_count(), 2);
 }
 
 #[tokio::test]
@@ -149,7 +155,11 @@ async fn concurrent_notifications_reach_a_listener_in_id_order() {
     .expect("broker");
     let hub = Arc::new(Hub::new(broker.clone(), 10));
     let _ = target.set(hub.clone());
-    let publisher = Arc::new(Publisher::new(store, Arc::new(SlowBroker(broker))));
+    let publisher = Arc::new(Publisher::new(
+        store,
+        Arc::new(SlowBroker(broker)),
+        hub.clone(),
+    ));
     let (_listener, mut receiver) = hub.listen("alice", Kind::Stream).await.expect("listen");
     const COUNT: usize = 60;
     let sends: Vec<_> = (0..COUNT)
@@ -180,6 +190,9 @@ async fn concurrent_notifications_reach_a_listener_in_id_order() {
             .await
             .expect("a notification within 10 s")
             .expect("the listener is open");
+        let Signal::Item(item) = item else {
+            panic!("a catch-up without a resubscription")
+        };
         received.push(item.id);
     }
     let _ = std::fs::remove_dir_all(&folder);
