@@ -27,7 +27,7 @@ fuzz_target!(|frame: &[u8]| {
                 let _ = protocol::sync_step2(document.diff(&state_vector));
             }
             ClientMessage::Update(update) => {
-                if let Ok(update) = Document::decode_update(&update) {
+                if let Ok(update) = Document::decode_client_update(&update) {
                     if let Err(DocumentError::Broken) = document.apply(update) {
                         document = Document::new(); // as the server rebuilds it
                     }

@@ -70,7 +70,7 @@ struct Server {
 impl Server {
     /// Checks and applies an update as the room does; stores it if accepted.
     fn receive(&mut self, update: &[u8], honest: bool) {
-        let applied = Document::decode_update(update).and_then(|u| self.document.apply(u));
+        let applied = Document::decode_client_update(update).and_then(|u| self.document.apply(u));
         // A broken document is replaced below; any other keeps yrs's clocks.
         if !matches!(applied, Err(DocumentError::Broken)) {
             assert!(self.document.clocks_match_yrs(), "clocks diverged from yrs");

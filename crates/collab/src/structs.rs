@@ -78,6 +78,8 @@ pub(crate) struct Walked {
     pub clients: Vec<ClientStructs>,
     /// The encoded delete set (to the end of what yrs reads).
     pub delete_set: Range<usize>,
+    /// Some struct holds a subdocument.
+    pub subdocuments: bool,
 }
 
 /// Why a walk failed.
@@ -115,6 +117,7 @@ pub(crate) fn walk(bytes: &[u8]) -> Result<Walked, WalkError> {
     let client_count: u32 = decoder.read_var()?;
     check_count(client_count as usize, &mut decoder, total)?;
     let mut clients: Vec<ClientStructs> = Vec::with_capacity(client_count as usize);
+    let mut subdocuments = false;
     for _ in 0..client_count {
         let struct_count: u32 = decoder.read_var()?;
         let client = decoder.read_client()?;
@@ -128,7 +131,8 @@ pub(crate) fn walk(bytes: &[u8]) -> Result<Walked, WalkError> {
         let mut structs = Vec::with_capacity(struct_count as usize);
         for _ in 0..struct_count {
             let start = position(&mut decoder, total);
-            let Some((kind, len, deps)) = read_struct(&mut decoder, bytes)? else {
+            let Some((kind, len, deps)) = read_struct(&mut decoder, bytes, &mut subdocuments)?
+            else {
                 continue; // empty content: yrs drops it without a clock
             };
             let end = clock
@@ -152,6 +156,7 @@ pub(crate) fn walk(bytes: &[u8]) -> Result<Walked, WalkError> {
     Ok(Walked {
         clients,
         delete_set,
+        subdocuments,
     })
 }
 
@@ -242,7 +247,11 @@ fn check_any(decoder: &mut DecoderV1<'_>, total: usize, depth: usize) -> Result<
 
 /// One struct (yrs's `Update::decode_block`): its kind, length and
 /// dependencies, or `None` for an item without content.
-fn read_struct(decoder: &mut DecoderV1<'_>, bytes: &[u8]) -> Result<Option<StructHead>, WalkError> {
+fn read_struct(
+    decoder: &mut DecoderV1<'_>,
+    bytes: &[u8],
+    subdocuments: &mut bool,
+) -> Result<Option<StructHead>, WalkError> {
     let info = decoder.read_info()?;
     match info {
         SKIP | GC => {
@@ -278,6 +287,7 @@ fn read_struct(decoder: &mut DecoderV1<'_>, bytes: &[u8]) -> Result<Option<Struc
                 }
             }
             check_content(decoder, bytes, info)?;
+            *subdocuments |= info & 0b1111 == CONTENT_DOC;
             let len = match info & 0b1111 {
                 // Strings and deleted content, the most common, without
                 // copying them; everything else as yrs decodes it.

@@ -13,6 +13,9 @@
 // - fuzz/known-issues/yrs-0.28.1-stack-overflow-nested-any: 40 kB of nested arrays,
 //   which overflowed yrs's decoder on a tokio worker's stack and aborted the server.
 // - One update that would leave more than 4096 structs waiting: refused, nothing kept.
+// - fuzz/known-issues/yrs-0.28.1-leak-subdocument{,-wipe} and a stock Yjs update that
+//   inserts a subdocument: updates holding a subdocument are refused from clients
+//   (yrs 0.28.1 leaks documents that hold one), 1007 for that connection only.
 //
 // Each time: the server process is still running and ready, the other clients stay
 // connected, and edits made afterwards converge, also for a client that joins then.
@@ -191,6 +194,25 @@ describe("hostile collaborative-editing input [sqlite]", () => {
       await second?.stop();
       await db.drop();
     }
+  });
+
+  test("an update holding a subdocument closes the connection that sent it (1007); the kept leak inputs too; the others converge", async () => {
+    const editors = await twoEditors(server, peers, "subdoc");
+    const author = new Y.Doc();
+    author.getMap("m").set("sub", new Y.Doc());
+    const inputs = [
+      ["a stock Yjs update inserting a subdocument", Buffer.from(updateMessage(Y.encodeStateAsUpdate(author)))],
+      ["yrs-0.28.1-leak-subdocument", knownIssue("yrs-0.28.1-leak-subdocument")],
+      ["yrs-0.28.1-leak-subdocument-wipe", knownIssue("yrs-0.28.1-leak-subdocument-wipe")],
+    ];
+    for (const [what, bytes] of inputs) {
+      const raw = await peers.raw(server, editors.ws, "doc");
+      raw.send(bytes);
+      const closed = await raw.closedWithin(3_000).catch((err) => ({ error: err.message }));
+      assert.equal(closed.code ?? closed.error, 1007, `${what}: refused as unsupported`);
+    }
+    const carol = await editingGoesOn(server, peers, editors, "after updates holding subdocuments");
+    assert.deepEqual(carol.doc.getMap("m").toJSON(), {}, "nothing of them was kept");
   });
 
   test("40 kB of nested arrays in one update closes that connection (1007); the server does not overflow its stack", async () => {

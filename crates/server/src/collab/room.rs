@@ -451,7 +451,7 @@ impl Room {
             );
             return Next::Continue;
         }
-        let applied = Document::decode_update(&update).and_then(|u| self.document.apply(u));
+        let applied = Document::decode_client_update(&update).and_then(|u| self.document.apply(u));
         if let Err(e) = applied {
             tracing::debug!(error = %e, "malformed update");
             self.close(connection, CloseCode::Malformed, "malformed update");
