@@ -48,6 +48,7 @@
 //! crate's multiplexed connections; no extra crate features are needed.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,9 +110,17 @@ struct Health {
 
 struct Shard {
     node: Arc<Node>,
-    tx: mpsc::UnboundedSender<ShardMsg>,
+    tx: mpsc::Sender<ShardMsg>,
+    /// A message did not fit in `tx`: the shard checks every channel instead.
+    overflowed: Arc<AtomicBool>,
     task: AbortHandle,
 }
+
+/// Messages waiting for one shard's task. Past it, a shard that is far
+/// behind (a master that stopped answering) gets a full resync once it
+/// reads again, which covers every message it missed
+/// (`switchboard_broker_shard_queue_overflows_total`).
+const SHARD_QUEUE: usize = 1024;
 
 #[derive(Clone)]
 enum ShardMsg {
@@ -238,16 +247,33 @@ impl Shared {
         for address in map.masters() {
             if !shards.contains_key(address) {
                 let node = self.cluster.node(address);
-                let (tx, rx) = mpsc::unbounded_channel();
-                let task = tokio::spawn(shard_task(self.clone(), node.clone(), rx)).abort_handle();
-                shards.insert(address.clone(), Shard { node, tx, task });
+                let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+                let overflowed = Arc::new(AtomicBool::new(false));
+                let inbox = Inbox {
+                    rx,
+                    overflowed: overflowed.clone(),
+                };
+                let task =
+                    tokio::spawn(shard_task(self.clone(), node.clone(), inbox)).abort_handle();
+                shards.insert(
+                    address.clone(),
+                    Shard {
+                        node,
+                        tx,
+                        overflowed,
+                        task,
+                    },
+                );
             }
         }
     }
 
     fn broadcast(&self, msg: ShardMsg) {
         for shard in lock(&self.shards).values() {
-            let _ = shard.tx.send(msg.clone());
+            if let Err(mpsc::error::TrySendError::Full(_)) = shard.tx.try_send(msg.clone()) {
+                shard.overflowed.store(true, Ordering::Release);
+                metrics::counter!("switchboard_broker_shard_queue_overflows_total").increment(1);
+            }
         }
     }
 
@@ -297,12 +323,14 @@ async fn coordinator(shared: Arc<Shared>) {
     }
 }
 
+/// What a shard's task reads: its queue, and whether it overflowed.
+struct Inbox {
+    rx: mpsc::Receiver<ShardMsg>,
+    overflowed: Arc<AtomicBool>,
+}
+
 /// Keeps one master's subscription connection up.
-async fn shard_task(
-    shared: Arc<Shared>,
-    node: Arc<Node>,
-    mut rx: mpsc::UnboundedReceiver<ShardMsg>,
-) {
+async fn shard_task(shared: Arc<Shared>, node: Arc<Node>, mut rx: Inbox) {
     let mut backoff = MIN_BACKOFF;
     loop {
         match open(&node).await {
@@ -316,7 +344,7 @@ async fn shard_task(
                 tracing::warn!(node = %node.address(), %reason, "redis cluster subscription connection lost; reconnecting");
                 // A failover or a resharding may be why: look at the slot map again.
                 shared.cluster.want_refresh();
-                if rx.is_closed() {
+                if rx.rx.is_closed() {
                     return;
                 }
             }
@@ -427,17 +455,14 @@ impl<'a> Subscriber<'a> {
     }
 
     /// Runs until the connection is lost; returns why.
-    async fn run(
-        mut self,
-        reader: BufReader<OwnedReadHalf>,
-        rx: &mut mpsc::UnboundedReceiver<ShardMsg>,
-    ) -> String {
+    async fn run(mut self, reader: BufReader<OwnedReadHalf>, inbox: &mut Inbox) -> String {
         let (control_tx, mut control) = mpsc::unbounded_channel();
         let _reader = AbortOnDrop(
             tokio::spawn(read_loop(self.shared.clone(), reader, control_tx)).abort_handle(),
         );
         // Everything queued while disconnected is covered by a full resync.
-        while rx.try_recv().is_ok() {}
+        while inbox.rx.try_recv().is_ok() {}
+        inbox.overflowed.store(false, Ordering::Release);
         self.resync();
         if let Err(reason) = self.flush().await {
             return reason;
@@ -458,8 +483,9 @@ impl<'a> Subscriber<'a> {
                     Some(Control::Unsubscribed(topic)) => self.unsubscribed(topic),
                     Some(Control::Error(error)) => self.error_reply(&error),
                 },
-                msg = rx.recv() => match msg {
+                msg = inbox.rx.recv() => match msg {
                     None => break "broker dropped".to_owned(),
+                    Some(_) if inbox.overflowed.swap(false, Ordering::AcqRel) => self.resync(),
                     Some(ShardMsg::Topic(topic)) => {
                         let map = self.shared.cluster.map();
                         self.reconcile(&topic, &map, false);

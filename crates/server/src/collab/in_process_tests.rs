@@ -737,3 +737,41 @@ async fn a_connection_closes_with_1008_at_its_token_expiry_or_when_access_ends()
         "closed at {closed_at}, token expired at {exp_millis}"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn remote_updates_past_the_queue_are_dropped_and_read_back_from_the_store() {
+    let f = Fixture::new(limits()).await;
+    let d = doc("remote-overflow");
+    let opener = f.join(&d).await; // loads the room
+    opener.leave().await;
+    // Another node applied and stored these, then published them. On one
+    // thread the room cannot run while they are handed over, so more arrive
+    // than its queue holds.
+    const SENT: u64 = super::room::REMOTE_QUEUE as u64 + 300;
+    let updates: Vec<Bytes> = (0..SENT).map(|i| Bytes::from(insert(99, i, "x"))).collect();
+    f.store
+        .append_document_updates(&d, &updates)
+        .await
+        .expect("stored by the other node");
+    for update in &updates {
+        let mut payload = b"another-node\nU".to_vec();
+        payload.extend_from_slice(update);
+        f.collab.deliver(&d, &Bytes::from(payload));
+    }
+    assert_eq!(opener.room.remote.capacity(), 0, "the queue is full");
+    assert!(opener
+        .room
+        .remote_overflowed
+        .load(std::sync::atomic::Ordering::Acquire));
+    settle().await;
+    let mut bob = f.join(&d).await;
+    let step1 = bob.next_messages().await;
+    let [ClientMessage::SyncStep1(server)] = step1.as_slice() else {
+        panic!("expected the server's step 1, got {step1:?}");
+    };
+    assert_eq!(
+        clock(server, 99),
+        SENT as u32,
+        "the room holds every update: those it dropped came back from the Store"
+    );
+}

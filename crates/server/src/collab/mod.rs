@@ -46,7 +46,7 @@ mod in_process_tests;
 mod room;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -210,8 +210,30 @@ impl Rooms {
 #[derive(Clone)]
 struct RoomHandle {
     commands: mpsc::Sender<Command>,
-    remote: mpsc::UnboundedSender<Remote>,
+    remote: mpsc::Sender<Remote>,
+    /// A remote event did not fit in `remote`: the room resyncs from the Store.
+    remote_overflowed: Arc<AtomicBool>,
     clients: Arc<AtomicUsize>,
+}
+
+impl RoomHandle {
+    /// Hands the room an event from another node (or an access change). When
+    /// its queue is full, updates and awareness are dropped and the room reads
+    /// its document from the Store again instead, which brings its clients
+    /// what they carried; an access change is never dropped: it waits for room.
+    fn remote(&self, event: Remote) {
+        match self.remote.try_send(event) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(event @ Remote::Access { .. })) => {
+                let remote = self.remote.clone();
+                tokio::spawn(async move { remote.send(event).await });
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.remote_overflowed.store(true, Ordering::Release);
+                metrics::counter!("switchboard_collab_remote_overflows_total").increment(1);
+            }
+        }
+    }
 }
 
 /// Collaborative editing on this node.
@@ -280,7 +302,7 @@ impl Collab {
                 .insert((user.to_owned(), workspace.to_owned()), (at, role));
         }
         for room in self.rooms().of_workspace(workspace) {
-            let _ = room.remote.send(Remote::Access {
+            room.remote(Remote::Access {
                 user: user.into(),
                 role,
             });
@@ -346,7 +368,7 @@ impl Collab {
             return;
         };
         if let Some(room) = self.rooms().get(document) {
-            let _ = room.remote.send(remote);
+            room.remote(remote);
         }
     }
 
@@ -354,7 +376,7 @@ impl Collab {
     /// document from the Store again and sends its clients what they missed.
     pub fn resubscribed(&self) {
         for room in self.rooms().all() {
-            let _ = room.remote.send(Remote::Resync);
+            room.remote(Remote::Resync);
         }
     }
 

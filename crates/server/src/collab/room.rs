@@ -26,7 +26,7 @@
 //! that it holds no more than the Store does.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -42,6 +42,9 @@ use super::{CloseCode, Collab, Grant, Outgoing, RestoreError, RoomHandle};
 
 /// Commands queued for a room; the queue bounds how far clients can run ahead.
 const COMMAND_QUEUE: usize = 256;
+/// Events from other nodes waiting for the room; past it the room resyncs
+/// from the Store (`RoomHandle::remote`).
+pub(super) const REMOTE_QUEUE: usize = 1024;
 /// Updates kept for publishing while the broker is down; past it, the whole
 /// document is published once the broker is back.
 const MAX_UNPUBLISHED: usize = 1024;
@@ -105,7 +108,8 @@ pub(super) enum Remote {
 /// Starts the task of a document's room.
 pub(super) fn open(collab: Arc<Collab>, id: DocumentId) -> RoomHandle {
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (remote, remote_rx) = mpsc::unbounded_channel();
+    let (remote, remote_rx) = mpsc::channel(REMOTE_QUEUE);
+    let remote_overflowed = Arc::new(AtomicBool::new(false));
     let clients = Arc::new(AtomicUsize::new(0));
     let room = Room {
         channel: super::channel(&id),
@@ -122,10 +126,11 @@ pub(super) fn open(collab: Arc<Collab>, id: DocumentId) -> RoomHandle {
         unpublished_overflow: false,
         myself: commands.downgrade(),
     };
-    tokio::spawn(room.run(command_rx, remote_rx));
+    tokio::spawn(room.run(command_rx, remote_rx, remote_overflowed.clone()));
     RoomHandle {
         commands,
         remote,
+        remote_overflowed,
         clients,
     }
 }
@@ -172,7 +177,8 @@ impl Room {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut remote: mpsc::UnboundedReceiver<Remote>,
+        mut remote: mpsc::Receiver<Remote>,
+        remote_overflowed: Arc<AtomicBool>,
     ) {
         if let Err(e) = self.load().await {
             tracing::error!(error = %e, document = ?self.id, "loading a document failed");
@@ -191,6 +197,9 @@ impl Room {
                     None => Next::Unload,
                 },
                 Some(event) = remote.recv() => {
+                    if remote_overflowed.swap(false, Ordering::AcqRel) {
+                        self.resync().await;
+                    }
                     self.remote(event).await;
                     Next::Continue
                 }

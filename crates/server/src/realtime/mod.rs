@@ -162,6 +162,11 @@ impl Conn {
     }
 }
 
+/// Events of one socket waiting to run. The rate limit bounds how fast they
+/// come; this bounds how many wait while the node is slow to answer (a
+/// stalled Store, say): past it an event is refused with `rate_limited`.
+const MAX_QUEUED_EVENTS: usize = 256;
+
 #[derive(Default)]
 struct EventQueue {
     events: VecDeque<Event>,
@@ -281,6 +286,20 @@ impl Handler for Realtime {
         }
         let start = {
             let mut queue = lock(&conn.queue);
+            if queue.events.len() >= MAX_QUEUED_EVENTS {
+                drop(queue);
+                metrics::counter!("switchboard_events_dropped_total", "reason" => "queue_full")
+                    .increment(1);
+                reply(
+                    socket,
+                    event.ack,
+                    Err(Error::new(
+                        ErrorCode::RateLimited,
+                        "too many events waiting for an answer",
+                    )),
+                );
+                return;
+            }
             queue.events.push_back(event);
             !std::mem::replace(&mut queue.running, true)
         };

@@ -179,3 +179,47 @@ async fn a_join_during_a_burst_misses_nothing_and_gets_nothing_twice() {
     let ids = read_messages(&mut joiner, HISTORY + BURST).await;
     assert_exactly_once_in_order(&ids, 1..=(HISTORY + BURST) as i64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_waiting_behind_a_stalled_one_are_bounded_and_refused_past_the_bound() {
+    let node = TestNode::start(|s| s.events_per_second = 10_000).await;
+    seed(&node, "w", 3000).await;
+    let mut stalled = node.client("sam", &["w"]).await;
+    let join_ack = stalled
+        .emit("join_workspace", json!({ "workspaceId": "w", "since": 0 }))
+        .await;
+    let socket = node.socket(&stalled);
+    for _ in 0..500 {
+        let (queued, capacity) = socket.queued_frames();
+        if queued >= capacity / 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The join waits for the client to read; what it sends meanwhile waits too.
+    const SENT: usize = super::MAX_QUEUED_EVENTS + 20;
+    let mut acks = Vec::new();
+    for i in 0..SENT {
+        let event = json!({ "workspaceId": "w", "content": format!("{i}") });
+        acks.push(stalled.emit("message", event).await);
+    }
+    assert_ok(&stalled.ack(join_ack).await);
+    let mut refused = 0;
+    for (i, ack) in acks.into_iter().enumerate() {
+        let answer = stalled.ack(ack).await;
+        if answer["error"] == json!("rate_limited") {
+            refused += 1;
+        } else {
+            assert_ok(&answer);
+            assert!(
+                i < super::MAX_QUEUED_EVENTS,
+                "event {i} was queued past the bound"
+            );
+        }
+    }
+    // The join itself was running, not waiting: one more than the bound fits.
+    assert!(
+        (19..=20).contains(&refused),
+        "{refused} of {SENT} events refused"
+    );
+}
