@@ -84,14 +84,14 @@ impl Consumers {
             },
             BrokerEvent::Resubscribed => {
                 fanout::resubscribed();
-                self.catch_up.resubscribed(self.access.clone());
+                self.catch_up.broker_back(self.access.clone());
                 crate::access::resubscribed(&self.access);
                 self.users.resubscribed();
                 self.documents.resubscribed();
             }
             BrokerEvent::Down => {
                 tracing::warn!("broker connection lost");
-                self.catch_up.fell_behind();
+                self.catch_up.broker_down();
                 metrics::gauge!("switchboard_broker_up").set(0.0);
             }
             BrokerEvent::Up => {

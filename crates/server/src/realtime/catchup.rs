@@ -9,8 +9,9 @@
 //! replayed to; the catch-up itself. What does not: the delivery of a frame to
 //! a room (`fanout.rs`), replaying history to one socket (`admission.rs`).
 //!
-//! How a catch-up runs. The broker's `Down` (or a failed publish) marks the
-//! node behind. On `Resubscribed`, live deliveries are held back (up to
+//! How a catch-up runs. The broker's `Down` marks the node behind until the
+//! subscription is back; a failed publish of this node marks it behind and
+//! starts a catch-up at once. On `Resubscribed`, live deliveries are held back (up to
 //! [`HOLD`] of them) while, room by room, every stored message above the
 //! room's low point that the room has not delivered is sent, page by page, to
 //! each socket in the room that had not been replayed past it. Then the held
@@ -62,6 +63,9 @@ struct Inner {
     rooms: HashMap<String, Seen>,
     /// Deliveries lost or possibly lost since the last catch-up.
     behind: bool,
+    /// The broker's subscription is down: whatever a catch-up finds now, it
+    /// runs again once the subscription is back.
+    down: bool,
     /// Where each socket entering a room while behind was replayed to.
     floors: HashMap<(Sid, String), i64>,
     /// Some while a catch-up runs: the deliveries held back meanwhile.
@@ -125,9 +129,25 @@ impl CatchUp {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The node may have missed deliveries: the next catch-up is needed.
-    pub fn fell_behind(&self) {
+    /// The broker's subscription was lost: deliveries are missed until it is
+    /// back ([`CatchUp::broker_back`]).
+    pub fn broker_down(&self) {
+        let mut inner = self.inner();
+        inner.down = true;
+        inner.behind = true;
+    }
+
+    /// The broker's subscription is back: the node catches up.
+    pub fn broker_back(self: &Arc<Self>, app: std::sync::Weak<App>) {
+        self.inner().down = false;
+        self.start(app);
+    }
+
+    /// A publish of this node failed: its members catch up at once (and again
+    /// when the subscription is back, if it is down).
+    pub fn publish_failed(self: &Arc<Self>, app: std::sync::Weak<App>) {
         self.inner().behind = true;
+        self.start(app);
     }
 
     /// A socket entered a workspace's room, having been sent every message up
@@ -168,7 +188,7 @@ impl CatchUp {
 
     /// Starts a catch-up if the node is behind (or one is running: it goes
     /// round once more).
-    pub fn resubscribed(self: &Arc<Self>, app: std::sync::Weak<App>) {
+    fn start(self: &Arc<Self>, app: std::sync::Weak<App>) {
         {
             let mut inner = self.inner();
             if inner.running {
@@ -197,12 +217,14 @@ impl CatchUp {
                         inner.behind = true;
                     }
                 }
+                // While the subscription is down, a failed publish starts
+                // the next round, and the subscription's return the last.
                 let again = std::mem::take(&mut inner.again)
                     | std::mem::take(&mut inner.overflowed)
-                    | inner.behind;
+                    | (inner.behind && !inner.down);
                 if !again || round == MAX_ROUNDS {
                     inner.finish(&app.realtime.namespace);
-                    inner.behind |= again;
+                    inner.behind |= again | inner.down;
                     break;
                 }
                 if inner.holding.as_ref().is_some_and(|h| h.len() >= HOLD) {

@@ -252,8 +252,7 @@ impl State {
             // This node's members get it from the Store now; other nodes'
             // when their subscription is back (`catchup.rs`).
             let catch_up = &self.app.realtime.catch_up;
-            catch_up.fell_behind();
-            catch_up.resubscribed(Arc::downgrade(&self.app));
+            catch_up.publish_failed(Arc::downgrade(&self.app));
         }
     }
 
