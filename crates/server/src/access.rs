@@ -56,8 +56,9 @@ pub fn delivered(app: &Weak<App>, payload: &[u8]) {
     });
 }
 
-/// The broker lost its subscriptions for a while: re-checks every socket of
-/// this node in every workspace it is in.
+/// The broker lost its subscriptions for a while: re-checks every socket and
+/// every collaborative-editing connection of this node in every workspace it
+/// is in.
 pub fn resubscribed(app: &Weak<App>) {
     let Some(app) = app.upgrade() else { return };
     tokio::spawn(async move {
@@ -71,6 +72,7 @@ pub fn resubscribed(app: &Weak<App>) {
                 }
             }
         }
+        pairs.extend(app.collab.connected_users().await);
         for (user, workspace) in pairs {
             reapply(&app, &user, &workspace).await;
         }

@@ -362,6 +362,31 @@ impl Collab {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Every `(user, workspace)` with a connection to a document on this node,
+    /// for re-checking access after missed access changes.
+    pub async fn connected_users(&self) -> Vec<(String, String)> {
+        let rooms: Vec<(String, RoomHandle)> = self
+            .rooms()
+            .by_workspace
+            .iter()
+            .flat_map(|(workspace, rooms)| {
+                rooms
+                    .values()
+                    .map(move |room| (workspace.clone(), room.clone()))
+            })
+            .collect();
+        let mut pairs = Vec::new();
+        for (workspace, room) in rooms {
+            let (done, users) = oneshot::channel();
+            if room.commands.send(Command::Users { done }).await.is_ok() {
+                if let Ok(users) = users.await {
+                    pairs.extend(users.into_iter().map(|user| (user, workspace.clone())));
+                }
+            }
+        }
+        pairs
+    }
+
     /// Hands a payload delivered on a document's topic to that document's room.
     pub fn deliver(&self, document: &DocumentId, payload: &Bytes) {
         let Some(remote) = self.parse_payload(payload) else {

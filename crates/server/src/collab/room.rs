@@ -86,6 +86,10 @@ pub(super) enum Command {
     Delete {
         done: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// The users of the room's connections (each once).
+    Users {
+        done: oneshot::Sender<Vec<String>>,
+    },
 }
 
 /// Document traffic from another node, and access changes: what reaches a
@@ -290,6 +294,17 @@ impl Room {
             } => self.messages(connection, messages).await,
             Command::Leave { connection } => {
                 self.leave(connection).await;
+                Next::Continue
+            }
+            Command::Users { done } => {
+                let mut users: Vec<String> = self
+                    .connections
+                    .values()
+                    .map(|c| c.user.to_string())
+                    .collect();
+                users.sort_unstable();
+                users.dedup();
+                let _ = done.send(users);
                 Next::Continue
             }
             Command::Compacted {
