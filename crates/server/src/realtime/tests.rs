@@ -62,6 +62,27 @@ async fn read_messages(client: &mut PollingClient, count: usize) -> Vec<i64> {
     ids
 }
 
+/// Makes a client that never reads join `w` with all its history: the replay
+/// fills the client's queue (to half, then waits for it). Returns the join's
+/// ack id and the server's socket.
+async fn stall_in_replay(
+    node: &TestNode,
+    stalled: &mut PollingClient,
+) -> (u64, switchboard_socketio::Socket) {
+    let join_ack = stalled
+        .emit("join_workspace", json!({ "workspaceId": "w", "since": 0 }))
+        .await;
+    let socket = node.socket(stalled);
+    for _ in 0..500 {
+        let (queued, capacity) = socket.queued_frames();
+        if queued >= capacity / 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    (join_ack, socket)
+}
+
 fn assert_exactly_once_in_order(ids: &[i64], expected: impl IntoIterator<Item = i64>) {
     let expected: Vec<i64> = expected.into_iter().collect();
     assert_eq!(ids.len(), expected.len(), "messages lost or repeated");
@@ -111,18 +132,7 @@ async fn a_stalled_reader_replaying_history_delays_no_one() {
     let mut sender = node.client("tom", &["w"]).await;
     join(&mut sender, "w").await;
     let mut stalled = node.client("sam", &["w"]).await;
-    let join_ack = stalled
-        .emit("join_workspace", json!({ "workspaceId": "w", "since": 0 }))
-        .await;
-    // The replay fills the stalled client's queue, which it never reads.
-    let socket = node.socket(&stalled);
-    for _ in 0..500 {
-        let (queued, capacity) = socket.queued_frames();
-        if queued >= capacity / 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let (join_ack, socket) = stall_in_replay(&node, &mut stalled).await;
     let mut sent = Vec::new();
     for i in 0..5 {
         let ack = sender
@@ -185,17 +195,7 @@ async fn events_waiting_behind_a_stalled_one_are_bounded_and_refused_past_the_bo
     let node = TestNode::start(|s| s.events_per_second = 10_000).await;
     seed(&node, "w", 3000).await;
     let mut stalled = node.client("sam", &["w"]).await;
-    let join_ack = stalled
-        .emit("join_workspace", json!({ "workspaceId": "w", "since": 0 }))
-        .await;
-    let socket = node.socket(&stalled);
-    for _ in 0..500 {
-        let (queued, capacity) = socket.queued_frames();
-        if queued >= capacity / 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let (join_ack, _socket) = stall_in_replay(&node, &mut stalled).await;
     // The join waits for the client to read; what it sends meanwhile waits too.
     const SENT: usize = super::MAX_QUEUED_EVENTS + 20;
     let mut acks = Vec::new();
