@@ -116,14 +116,6 @@ impl Seen {
     }
 }
 
-/// The id of the message a `message` event frame carries (its offset).
-pub fn message_id(frame: &[u8]) -> Option<i64> {
-    let rest = frame.strip_prefix(b"42[\"message\",")?;
-    let rest = rest.strip_suffix(b"\"]")?;
-    let start = rest.iter().rposition(|b| *b == b'"')? + 1;
-    std::str::from_utf8(&rest[start..]).ok()?.parse().ok()
-}
-
 impl CatchUp {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -310,11 +302,11 @@ impl CatchUp {
 
 impl Inner {
     fn deliver_now(&mut self, namespace: &Namespace, workspace: &str, payload: &Bytes) {
-        if let Some(id) = payload
-            .iter()
-            .position(|b| *b == b'\n')
-            .and_then(|split| message_id(&payload[split + 1..]))
-        {
+        let Some((header, frame)) = fanout::open(payload) else {
+            tracing::warn!(%workspace, "malformed broker payload");
+            return;
+        };
+        if let fanout::Header::Message(id) = header {
             if let Some(seen) = self.rooms.get_mut(workspace) {
                 if seen.contains(id) {
                     metrics::counter!("switchboard_broadcast_duplicates_total").increment(1);
@@ -323,7 +315,7 @@ impl Inner {
                 seen.record(id);
             }
         }
-        fanout::deliver(namespace, workspace, payload);
+        fanout::deliver(namespace, workspace, header, &frame);
     }
 
     /// Ends a catch-up: the held deliveries go out, less what it sent.
@@ -341,15 +333,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn message_ids_are_read_from_message_frames_only() {
-        assert_eq!(
-            message_id(br#"42["message",{"id":7,"content":"\"]"},"7"]"#),
-            Some(7)
-        );
-        assert_eq!(message_id(br#"42["typing",{"id":7},"7"]"#), None);
-        assert_eq!(message_id(br#"42["message",{"id":7}]"#), None);
-        assert_eq!(message_id(b"42[\"message\",\"x\"]"), None);
-        assert_eq!(message_id(b""), None);
+    fn envelopes_say_which_broadcasts_are_stored_messages() {
+        let frame = Utf8Bytes::from_static(r#"42["message",{"id":7},"7"]"#);
+        let opened = |header| fanout::open(&fanout::envelope(&frame, header));
+        assert!(matches!(
+            opened(fanout::Header::Message(7)),
+            Some((fanout::Header::Message(7), f)) if f == frame
+        ));
+        // An event published through the API may be called `message` too.
+        assert!(matches!(
+            opened(fanout::Header::All),
+            Some((fanout::Header::All, _))
+        ));
+        assert!(fanout::open(&Bytes::from_static(b"no header")).is_none());
+        assert!(fanout::open(&Bytes::from_static(b"#x\nframe")).is_none());
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! and delivering a payload to the sockets of this node.
 //!
 //! A room broadcast is encoded once into a Socket.IO frame by the node that
-//! publishes it; the payload is `<socket id to leave out, or nothing>\n<frame>`,
-//! and every node hands the same frame bytes to its local members.
+//! publishes it; the payload is `<header>\n<frame>`, and every node hands the
+//! same frame bytes to its local members. The header is `#<id>` for a stored
+//! message (so that nodes can tell which messages they delivered, whatever
+//! an event published through the API is called), the id of a socket to leave
+//! out, or nothing.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use switchboard_core::Topic;
@@ -26,37 +29,51 @@ pub fn workspace_of_room(room: &str) -> Option<&str> {
     room.strip_prefix(WORKSPACE_ROOM)
 }
 
+/// Who a broadcast is for, beyond its room.
+#[derive(Clone, Copy, Debug)]
+pub enum Header {
+    /// Everyone in the room.
+    All,
+    /// Everyone but this socket.
+    Except(Sid),
+    /// Everyone: the stored message with this id.
+    Message(i64),
+}
+
 /// Wraps an encoded frame for the broker.
-pub fn envelope(frame: &Utf8Bytes, except: Option<Sid>) -> Bytes {
+pub fn envelope(frame: &Utf8Bytes, header: Header) -> Bytes {
     let mut out = BytesMut::with_capacity(frame.len() + 21);
-    if let Some(sid) = except {
-        out.put_slice(sid.as_str().as_bytes());
+    match header {
+        Header::All => {}
+        Header::Except(sid) => out.put_slice(sid.as_str().as_bytes()),
+        Header::Message(id) => out.put_slice(format!("#{id}").as_bytes()),
     }
     out.put_u8(b'\n');
     out.put_slice(frame.as_bytes());
     out.freeze()
 }
 
-/// Hands a payload delivered on a workspace's topic to the local members of its room.
-pub fn deliver(namespace: &Namespace, workspace: &str, payload: &Bytes) {
-    let Some(split) = payload.iter().position(|b| *b == b'\n') else {
-        tracing::warn!(%workspace, "broker payload without an envelope");
-        return;
+/// Splits a broker payload into its header and frame; `None` if malformed.
+pub fn open(payload: &Bytes) -> Option<(Header, Utf8Bytes)> {
+    let split = payload.iter().position(|b| *b == b'\n')?;
+    let head = std::str::from_utf8(&payload[..split]).ok()?;
+    let header = match head.strip_prefix('#') {
+        Some(id) => Header::Message(id.parse().ok()?),
+        None => Sid::parse(head).map_or(Header::All, Header::Except),
     };
-    let except = std::str::from_utf8(&payload[..split])
-        .ok()
-        .and_then(Sid::parse);
-    let Ok(frame) = Utf8Bytes::try_from(payload.slice(split + 1..)) else {
-        tracing::warn!(%workspace, "broker payload is not text");
-        return;
-    };
+    let frame = Utf8Bytes::try_from(payload.slice(split + 1..)).ok()?;
+    Some((header, frame))
+}
+
+/// Hands a broadcast delivered on a workspace's topic to the local members of its room.
+pub fn deliver(namespace: &Namespace, workspace: &str, header: Header, frame: &Utf8Bytes) {
     let room = room(workspace);
     let broadcast = namespace.to(&room);
-    let broadcast = match except {
-        Some(sid) => broadcast.except_id(sid),
-        None => broadcast,
+    let broadcast = match header {
+        Header::Except(sid) => broadcast.except_id(sid),
+        Header::All | Header::Message(_) => broadcast,
     };
-    let sent = broadcast.emit_encoded(&frame);
+    let sent = broadcast.emit_encoded(frame);
     metrics::counter!("switchboard_broadcast_deliveries_total").increment(sent as u64);
 }
 

@@ -43,7 +43,13 @@ async fn announce(app: &App, workspace: &str, event: &str, user: &str, except: O
     let channel = fanout::channel(workspace);
     if let Err(e) = app
         .broker
-        .publish(&channel, fanout::envelope(&frame, except))
+        .publish(
+            &channel,
+            fanout::envelope(
+                &frame,
+                except.map_or(fanout::Header::All, fanout::Header::Except),
+            ),
+        )
         .await
     {
         tracing::warn!(error = %e, event, "publishing a presence event failed");

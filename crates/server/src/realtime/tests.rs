@@ -223,3 +223,31 @@ async fn events_waiting_behind_a_stalled_one_are_bounded_and_refused_past_the_bo
         "{refused} of {SENT} events refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_events_called_message_all_arrive() {
+    // Published events carry the last message id as their offset, like
+    // stored messages do: only stored messages may be told apart and deduped.
+    let node = TestNode::start(|_| {}).await;
+    let mut member = node.client("mia", &["w"]).await;
+    join(&mut member, "w").await;
+    for i in 0..3 {
+        node.app
+            .realtime
+            .writer
+            .publish("w".into(), "message".into(), json!({ "n": i }))
+            .await
+            .expect("published");
+    }
+    let mut got = Vec::new();
+    let reading = async {
+        while got.len() < 3 {
+            member.read().await;
+            got.extend(member.take_events("message"));
+        }
+    };
+    let done = tokio::time::timeout(std::time::Duration::from_secs(10), reading).await;
+    assert!(done.is_ok(), "only {} of 3 published events arrived", got.len());
+    let ns: Vec<Value> = got.iter().map(|args| args[0]["n"].clone()).collect();
+    assert_eq!(ns, [json!(0), json!(1), json!(2)]);
+}

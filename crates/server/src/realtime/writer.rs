@@ -220,7 +220,10 @@ impl State {
         for (message, reply) in stored.into_iter().zip(replies) {
             self.last_published = self.last_published.max(message.id);
             match message_frame(&message, message.id) {
-                Ok(frame) => self.broadcast(&message.workspace_id, &frame).await,
+                Ok(frame) => {
+                    let header = fanout::Header::Message(message.id);
+                    self.broadcast(&message.workspace_id, &frame, header).await;
+                }
                 Err(e) => tracing::error!(error = %e, "encoding a message failed"),
             }
             let _ = reply.send(Ok(message));
@@ -235,17 +238,17 @@ impl State {
     ) -> Result<(), Error> {
         let frame = encode_event_frame("/", event, (data, self.last_published.to_string()))
             .map_err(Error::internal)?;
-        self.broadcast(workspace, &frame).await;
+        self.broadcast(workspace, &frame, fanout::Header::All).await;
         Ok(())
     }
 
-    async fn broadcast(&self, workspace: &str, frame: &Utf8Bytes) {
+    async fn broadcast(&self, workspace: &str, frame: &Utf8Bytes, header: fanout::Header) {
         metrics::counter!("switchboard_broadcasts_total").increment(1);
         // A stored message whose fan-out fails still reaches clients by `since` or recovery.
         if let Err(e) = self
             .app
             .broker
-            .publish(&fanout::channel(workspace), fanout::envelope(frame, None))
+            .publish(&fanout::channel(workspace), fanout::envelope(frame, header))
             .await
         {
             tracing::error!(error = %e, workspace, "publishing a broadcast failed");
