@@ -67,10 +67,20 @@ pub async fn admit(
         }
     }
     if result.is_ok() {
+        // A room this socket is the first in on this node starts from the
+        // Store's newest id (`catchup.rs`); read here, not in the writer.
+        let opens_a_room = new
+            .iter()
+            .any(|w| app.realtime.namespace.room_size(&fanout::room(w)) == 0);
+        let newest = match since {
+            None if opens_a_room => app.store.max_message_id().await.ok(),
+            _ => None,
+        };
         let entry = Entry {
             workspaces: new.clone(),
             after: since,
             announce: if announce { workspaces } else { Vec::new() },
+            newest,
         };
         result = enter(app, socket, entry).await;
     }

@@ -21,10 +21,10 @@
 //! (typing, presence) can be lost that way.
 //!
 //! A room's low point is the oldest id it remembers when it has delivered
-//! [`SEEN`] messages or more, otherwise the point its first socket entered
-//! from. A room whose first socket joined without history starts at the last
-//! id this node had published, so the few messages stored by other nodes just
-//! before it joined may reach it too, once each.
+//! [`SEEN`] messages or more, otherwise the point its first socket on this
+//! node entered from: its replay's end, or, without history, the newest id
+//! the Store held when it asked to join. A room that empties and fills again
+//! starts anew.
 //!
 //! The per-room window (at most [`SEEN`] ids) and the per-socket points (only
 //! while behind, dropped once caught up) keep this bounded; rooms this node
@@ -146,7 +146,11 @@ impl CatchUp {
     /// to `sent`. Called by the ordering task, before the socket is in the room.
     pub fn entered(&self, namespace: &Namespace, socket: Sid, workspace: &str, sent: i64) {
         let mut inner = self.inner();
-        if !inner.rooms.contains_key(workspace) {
+        // The first socket of the room on this node: what the room delivered
+        // before it emptied says nothing of the messages since (the node was
+        // not subscribed meanwhile), so it starts anew from this socket.
+        let first = namespace.room_size(&fanout::room(workspace)) == 0;
+        if first || !inner.rooms.contains_key(workspace) {
             if inner.rooms.len() >= inner.prune_at {
                 inner
                     .rooms

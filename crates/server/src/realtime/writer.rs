@@ -65,6 +65,9 @@ pub struct Entry {
     pub after: Option<i64>,
     /// Workspaces to confirm with a `joined` event once entered.
     pub announce: Vec<String>,
+    /// Without history: the newest message id in the Store when the join was
+    /// asked, if read (where a room this socket opens on this node starts).
+    pub newest: Option<i64>,
 }
 
 /// The outcome of [`Writer::enter`].
@@ -260,8 +263,9 @@ impl State {
     }
 
     async fn enter(&self, socket: &Socket, entry: Entry) -> Result<Entered, Error> {
-        // Where the socket's history now ends; without history, here.
-        let mut replayed = self.last_published;
+        // Where the socket's history now ends; without history, here (or
+        // later, by what the Store held: this node may publish little).
+        let mut replayed = self.last_published.max(entry.newest.unwrap_or(0));
         if let Some(after) = entry.after.filter(|_| !entry.workspaces.is_empty()) {
             let missing = self
                 .app
