@@ -167,6 +167,21 @@ export async function until(what, check, { timeoutMs = CONVERGE_TIMEOUT_MS, desc
   }
 }
 
+/** Waits until `peer`'s text is `expected`. */
+export async function textIs(peer, expected, what) {
+  await until(what ?? `text becomes ${JSON.stringify(expected).slice(0, 80)}`, () => peer.doc.getText("text").toString() === expected, {
+    describe: () => peer.doc.getText("text").toString().slice(0, 300),
+  });
+}
+
+/** Asserts the server closed none of these providers' connections (and they are still connected). */
+export function assertStillConnected(peers, context) {
+  for (const [i, p] of peers.entries()) {
+    assert.deepEqual(p.closes, [], `${context}: connection of client ${i + 1} was closed (codes ${JSON.stringify(p.closes)})`);
+    assert.equal(p.provider.wsconnected, true, `${context}: client ${i + 1} is no longer connected`);
+  }
+}
+
 /** Waits (bounded) until every doc has the same `docState`; asserts it and returns it. */
 export async function converged(docs, { timeoutMs = CONVERGE_TIMEOUT_MS, what = "documents converge" } = {}) {
   const states = () => docs.map((d) => docState(d));

@@ -31,7 +31,7 @@ import * as encoding from "lib0/encoding";
 
 import { createSqliteDatabase, delay, httpRequest, startSwitchboard } from "../lib/server.mjs";
 import { QUIET_MS } from "../lib/switchboard.mjs";
-import { Peers, Y, converged, docState, until, updateMessage } from "../lib/collab.mjs";
+import { Peers, Y, assertStillConnected, converged, docState, textIs, until, updateMessage } from "../lib/collab.mjs";
 
 let counter = 0;
 /** A workspace name no other test of this run uses. */
@@ -40,20 +40,6 @@ const fresh = (prefix) => `${prefix}-${process.pid}-${(counter += 1)}`;
 /** A file of fuzz/known-issues/. */
 const knownIssue = (name) => readFileSync(fileURLToPath(new URL(`../../../fuzz/known-issues/${name}`, import.meta.url)));
 
-/** Waits until `peer`'s text is `expected`. */
-async function textIs(peer, expected, what) {
-  await until(what ?? `text becomes ${JSON.stringify(expected).slice(0, 80)}`, () => peer.doc.getText("text").toString() === expected, {
-    describe: () => peer.doc.getText("text").toString().slice(0, 300),
-  });
-}
-
-/** Asserts the server closed none of these providers' connections. */
-function assertStillConnected(peers, context) {
-  for (const [i, p] of peers.entries()) {
-    assert.deepEqual(p.closes, [], `${context}: connection of client ${i + 1} was closed (codes ${JSON.stringify(p.closes)})`);
-    assert.equal(p.provider.wsconnected, true, `${context}: client ${i + 1} is no longer connected`);
-  }
-}
 
 /** Asserts the server process runs and answers /readyz with 200. */
 async function assertServerUp(server, context) {

@@ -21,6 +21,7 @@ import {
   Peers,
   QUERY_AWARENESS_MESSAGE,
   Y,
+  assertStillConnected,
   awarenessMessage,
   collabBase,
   collabUrl,
@@ -29,6 +30,7 @@ import {
   makeUpdate,
   spawnPeer,
   synced,
+  textIs,
   until,
   updateMessage,
   upgradeStatus,
@@ -47,20 +49,6 @@ function setText(doc, content) {
   });
 }
 
-/** Waits until `peer`'s text is `expected`. */
-async function textIs(peer, expected, what) {
-  await until(what ?? `text becomes ${JSON.stringify(expected).slice(0, 80)}`, () => peer.doc.getText("text").toString() === expected, {
-    describe: () => peer.doc.getText("text").toString().slice(0, 300),
-  });
-}
-
-/** Asserts the server closed none of these providers' connections (and they are still connected). */
-function assertStillConnected(peers, context) {
-  for (const [i, p] of peers.entries()) {
-    assert.deepEqual(p.closes, [], `${context}: connection of client ${i + 1} was closed (codes ${JSON.stringify(p.closes)})`);
-    assert.equal(p.provider.wsconnected, true, `${context}: client ${i + 1} is no longer connected`);
-  }
-}
 
 for (const store of STORES) {
   describe(`collaborative editing [${store.name}]`, () => {

@@ -67,7 +67,7 @@ struct Inner {
     /// runs again once the subscription is back.
     down: bool,
     /// Where each socket entering a room while behind was replayed to.
-    floors: HashMap<(Sid, String), i64>,
+    floors: HashMap<String, HashMap<Sid, i64>>,
     /// Some while a catch-up runs: the deliveries held back meanwhile.
     holding: Option<Vec<(String, Bytes)>>,
     /// Held deliveries were dropped: another round is needed.
@@ -161,7 +161,11 @@ impl CatchUp {
             inner.rooms.insert(workspace.to_owned(), Seen::new(sent));
         }
         if inner.behind || inner.running {
-            inner.floors.insert((socket, workspace.to_owned()), sent);
+            inner
+                .floors
+                .entry(workspace.to_owned())
+                .or_default()
+                .insert(socket, sent);
         }
     }
 
@@ -292,8 +296,9 @@ impl CatchUp {
             return false;
         }
         seen.record(id);
+        let floors = floors.get(workspace);
         for socket in sockets {
-            let floor = floors.get(&(socket.id(), workspace.to_owned()));
+            let floor = floors.and_then(|floors| floors.get(&socket.id()));
             if floor.is_some_and(|floor| *floor >= id) {
                 continue;
             }
